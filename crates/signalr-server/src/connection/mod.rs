@@ -1,0 +1,252 @@
+//! One hub connection: its identity, its outbound queue, and the task that runs it.
+//!
+//! [`HubConnection`] is the shared handle: lifetime managers keep it in their connection,
+//! group and user tables and push serialized messages into it; hub methods see it through
+//! their context. The task that owns the connection's lifecycle (handshake, message loop,
+//! close) is in `run`.
+
+pub(crate) mod run;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use signalr_protocol::{Completion, Protocol};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::lifetime::SerializedMessage;
+use crate::transport::{Outbox, PushError, TransportType};
+
+/// A connected client, as lifetime managers and hub methods see it.
+pub struct HubConnection {
+    /// Public connection id (what `Clients.client(id)` addresses).
+    id: Arc<str>,
+    /// User identifier, computed once at the handshake; connections of one user are
+    /// addressed together through `Clients.user(id)`.
+    user_id: Option<Arc<str>>,
+    /// Hub protocol chosen at the handshake; decides which serialized form it is sent.
+    protocol: Protocol,
+    /// The transport carrying the connection.
+    transport: TransportType,
+    /// Outbound frames, drained by the transport's writer.
+    outbox: Arc<Outbox>,
+    /// The request that opened the connection (headers, query), for hub methods that need it.
+    request: Arc<http::request::Parts>,
+    /// Per-connection values the application keeps between invocations (`Context.Items`).
+    items: Mutex<http::Extensions>,
+    /// Cancelled when the connection should end (server abort) or has ended; hub methods
+    /// and streams observe it.
+    closed: CancellationToken,
+    /// Client-result invocations waiting for the client's Completion, by invocation id.
+    pending_results: Mutex<HashMap<String, oneshot::Sender<Completion>>>,
+    /// Source of server-side invocation ids ("s1", "s2", ...), a namespace that cannot collide
+    /// with the ids clients choose for their upload streams.
+    next_invocation_id: AtomicU64,
+}
+
+impl fmt::Debug for HubConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubConnection")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("protocol", &self.protocol)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubConnection {
+    pub(crate) fn new(
+        id: Arc<str>,
+        user_id: Option<Arc<str>>,
+        protocol: Protocol,
+        transport: TransportType,
+        outbox: Arc<Outbox>,
+        request: Arc<http::request::Parts>,
+    ) -> HubConnection {
+        HubConnection {
+            id,
+            user_id,
+            protocol,
+            transport,
+            outbox,
+            request,
+            items: Mutex::new(http::Extensions::new()),
+            closed: CancellationToken::new(),
+            pending_results: Mutex::new(HashMap::new()),
+            next_invocation_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The connection id, shared.
+    pub fn id_arc(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The user identifier, if the connection has one.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    /// The user identifier, shared.
+    pub fn user_id_arc(&self) -> Option<&Arc<str>> {
+        self.user_id.as_ref()
+    }
+
+    /// The hub protocol of the connection.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The transport carrying the connection.
+    pub fn transport(&self) -> TransportType {
+        self.transport
+    }
+
+    /// The HTTP request that opened the connection.
+    pub fn request(&self) -> &http::request::Parts {
+        &self.request
+    }
+
+    /// Run `f` with the connection's items (typed values kept for the connection's lifetime).
+    pub fn with_items<R>(&self, f: impl FnOnce(&mut http::Extensions) -> R) -> R {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut items)
+    }
+
+    /// Queue a serialized message for this connection, in its protocol.
+    ///
+    /// Never waits. A full queue closes the connection as a slow consumer (see
+    /// [`Outbox`]); a closed connection drops the message. Both are reported as errors so the
+    /// caller can count them; neither affects other connections.
+    pub fn send(&self, message: &SerializedMessage) -> Result<(), SendError> {
+        let frame = match message.frame(self.protocol) {
+            Some(frame) => frame.clone(),
+            None => message
+                .transcode(self.protocol)
+                .map_err(|e| SendError::Encode(e.to_string()))?,
+        };
+        self.send_frame(frame)
+    }
+
+    /// Queue one framed message, already in this connection's protocol.
+    pub fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        match self.outbox.push(frame) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed) => Err(SendError::Closed),
+            Err(PushError::Full) => {
+                tracing::warn!(
+                    connection_id = %self.id,
+                    "closing a slow consumer: its outbound buffer is full"
+                );
+                self.closed.cancel();
+                Err(SendError::SlowConsumer)
+            }
+        }
+    }
+
+    /// Ask the connection to end (ASP.NET Core's `Context.Abort()`): the client gets a Close
+    /// message without `allowReconnect`.
+    pub fn abort(&self) {
+        self.closed.cancel();
+    }
+
+    /// Whether the connection is ending or has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Completes when the connection is ending or has ended.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// A token cancelled when the connection ends, for tasks that should stop with it.
+    pub fn closed_token(&self) -> CancellationToken {
+        self.closed.clone()
+    }
+
+    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// A fresh id for a server-to-client invocation that expects a result.
+    pub fn next_invocation_id(&self) -> String {
+        format!(
+            "s{}",
+            self.next_invocation_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Register a client-result invocation and send its frame. The receiver completes with
+    /// the client's Completion; it fails (sender dropped) if the connection ends first.
+    pub fn invoke(
+        &self,
+        invocation_id: String,
+        message: &SerializedMessage,
+    ) -> Result<oneshot::Receiver<Completion>, SendError> {
+        let (tx, rx) = oneshot::channel();
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        self.lock_pending().insert(invocation_id.clone(), tx);
+        if let Err(error) = self.send(message) {
+            self.lock_pending().remove(&invocation_id);
+            return Err(error);
+        }
+        Ok(rx)
+    }
+
+    /// Forget a client-result invocation nobody waits for any more.
+    pub fn cancel_invocation(&self, invocation_id: &str) {
+        self.lock_pending().remove(invocation_id);
+    }
+
+    /// Route a Completion from the client to a waiting client-result invocation. Returns
+    /// false when no invocation with that id is waiting.
+    pub(crate) fn complete_invocation(&self, completion: Completion) -> bool {
+        let sender = self.lock_pending().remove(&completion.invocation_id);
+        match sender {
+            Some(sender) => {
+                let _ = sender.send(completion);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drop every waiting client-result invocation (the connection is gone).
+    pub(crate) fn fail_pending_invocations(&self) {
+        self.lock_pending().clear();
+    }
+
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Completion>>> {
+        self.pending_results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why a message could not be queued for a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closing or closed.
+    #[error("the connection is closed")]
+    Closed,
+    /// The connection's outbound buffer was full; it is being closed.
+    #[error("the connection's outbound buffer is full; it is being closed as a slow consumer")]
+    SlowConsumer,
+    /// The message could not be encoded in the connection's protocol.
+    #[error("the message could not be encoded for this connection: {0}")]
+    Encode(String),
+}

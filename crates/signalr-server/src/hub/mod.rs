@@ -1,0 +1,301 @@
+//! Hubs: named methods clients invoke, and the handles to reach clients.
+//!
+//! A hub is built once with [`Hub::builder`], then mounted as routes (`Hub::router`) and
+//! reached from outside through [`HubContext`]. This module deals in invocations and never in
+//! HTTP: it does not import axum.
+
+pub(crate) mod clients;
+pub(crate) mod context;
+pub(crate) mod extract;
+pub(crate) mod handler;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::lifetime::{HubLifetimeManager, MemoryLifetimeManager};
+use crate::options::HubOptions;
+use crate::transport::{ConnectionApp, TransportOptions, TransportType};
+pub use clients::{ClientProxy, Clients, HubClients, SingleClientProxy};
+pub use context::{Context, Groups, HubContext};
+pub use extract::{FromInvocation, InvocationId, InvocationParts, State};
+use handler::BoxedHandler;
+pub use handler::{Handler, IntoHubResult};
+
+/// Computes a connection's user identifier from the request that opened it.
+pub type UserIdProvider = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+/// What every handle on a hub shares: the lifetime manager and the options.
+pub(crate) struct HubCore {
+    pub(crate) manager: Arc<dyn HubLifetimeManager>,
+    pub(crate) options: HubOptions,
+    pub(crate) user_id_provider: Option<UserIdProvider>,
+}
+
+/// A hub's methods and hooks, with its state type.
+pub(crate) struct HubInner<S> {
+    pub(crate) core: Arc<HubCore>,
+    pub(crate) state: S,
+    /// Methods by lower-cased name: clients invoke them case-insensitively, as in ASP.NET Core.
+    pub(crate) methods: HashMap<String, Method<S>>,
+    pub(crate) on_connected: Option<BoxedHandler<S>>,
+    pub(crate) on_disconnected: Option<BoxedHandler<S>>,
+}
+
+pub(crate) struct Method<S> {
+    /// The name as registered, for error messages.
+    pub(crate) name: String,
+    pub(crate) handler: BoxedHandler<S>,
+}
+
+/// A built hub: mount it with `Hub::router` and reach its clients with [`Hub::context`].
+///
+/// Cloning is cheap; every clone is the same hub.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) core: Arc<HubCore>,
+    pub(crate) app: Arc<dyn ConnectionApp>,
+    pub(crate) transport_options: TransportOptions,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("options", &self.core.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Start building a hub without shared state.
+    pub fn builder() -> HubBuilder<()> {
+        HubBuilder {
+            state: (),
+            methods: HashMap::new(),
+            on_connected: None,
+            on_disconnected: None,
+            options: HubOptions::default(),
+            transport_options: TransportOptions::default(),
+            manager: None,
+            user_id_provider: None,
+        }
+    }
+
+    /// Send to the hub's clients and manage its groups from outside hub methods.
+    pub fn context(&self) -> HubContext {
+        HubContext::new(self.core.clone())
+    }
+
+    /// The hub's options.
+    pub fn options(&self) -> &HubOptions {
+        &self.core.options
+    }
+}
+
+/// Builds a [`Hub`]. `S` is the shared state handed to methods through [`State`].
+pub struct HubBuilder<S> {
+    state: S,
+    methods: HashMap<String, Method<S>>,
+    on_connected: Option<BoxedHandler<S>>,
+    on_disconnected: Option<BoxedHandler<S>>,
+    options: HubOptions,
+    transport_options: TransportOptions,
+    manager: Option<Arc<dyn HubLifetimeManager>>,
+    user_id_provider: Option<UserIdProvider>,
+}
+
+impl<S> fmt::Debug for HubBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut methods: Vec<&str> = self.methods.values().map(|m| m.name.as_str()).collect();
+        methods.sort_unstable();
+        f.debug_struct("HubBuilder")
+            .field("methods", &methods)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubBuilder<()> {
+    /// Give the hub shared state, handed to methods through the [`State`] extractor. Call it
+    /// before registering methods that use it.
+    pub fn with_state<S: Clone + Send + Sync + 'static>(self, state: S) -> HubBuilder<S> {
+        assert!(
+            self.methods.is_empty()
+                && self.on_connected.is_none()
+                && self.on_disconnected.is_none(),
+            "HubBuilder::with_state must be called before methods are registered"
+        );
+        HubBuilder {
+            state,
+            methods: HashMap::new(),
+            on_connected: None,
+            on_disconnected: None,
+            options: self.options,
+            transport_options: self.transport_options,
+            manager: self.manager,
+            user_id_provider: self.user_id_provider,
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> HubBuilder<S> {
+    /// Register a method clients can invoke by `name` (matched case-insensitively).
+    ///
+    /// # Panics
+    /// If a method with the same name (ignoring case) is already registered: SignalR has no
+    /// overloads.
+    pub fn method<H, T>(mut self, name: &str, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        let key = name.to_ascii_lowercase();
+        assert!(
+            !self.methods.contains_key(&key),
+            "hub method '{name}' is registered twice (names are case-insensitive)"
+        );
+        self.methods.insert(
+            key,
+            Method {
+                name: name.to_owned(),
+                handler: handler::boxed(handler),
+            },
+        );
+        self
+    }
+
+    /// Run `handler` when a connection has completed its handshake, before it can invoke
+    /// anything. If it fails, the connection is closed with the error.
+    ///
+    /// # Panics
+    /// If the handler takes invocation arguments (hooks have none).
+    pub fn on_connected<H, T>(mut self, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        assert_eq!(
+            handler.arguments(),
+            0,
+            "on_connected takes no invocation arguments"
+        );
+        self.on_connected = Some(handler::boxed(handler));
+        self
+    }
+
+    /// Run `handler` after a connection ended, while it is still in its groups.
+    ///
+    /// # Panics
+    /// If the handler takes invocation arguments (hooks have none).
+    pub fn on_disconnected<H, T>(mut self, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        assert_eq!(
+            handler.arguments(),
+            0,
+            "on_disconnected takes no invocation arguments"
+        );
+        self.on_disconnected = Some(handler::boxed(handler));
+        self
+    }
+
+    /// Hub settings (timeouts, message size, protocols, errors).
+    pub fn options(mut self, options: HubOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Change hub settings in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut HubOptions)) -> Self {
+        f(&mut self.options);
+        self
+    }
+
+    /// Transport settings (transports offered, buffers, slow-consumer bound).
+    pub fn transport_options(mut self, options: TransportOptions) -> Self {
+        self.transport_options = options;
+        self
+    }
+
+    /// Change transport settings in place.
+    pub fn configure_transports(mut self, f: impl FnOnce(&mut TransportOptions)) -> Self {
+        f(&mut self.transport_options);
+        self
+    }
+
+    /// Use a lifetime manager (a backplane) instead of the in-memory default.
+    pub fn lifetime_manager(mut self, manager: Arc<dyn HubLifetimeManager>) -> Self {
+        self.manager = Some(manager);
+        self
+    }
+
+    /// Compute each connection's user identifier (for `Clients.user`) from its request.
+    ///
+    /// ```
+    /// use signalr_server::Hub;
+    ///
+    /// // Demo identity from the `user` query parameter; real apps read an authenticated claim.
+    /// let hub = Hub::builder()
+    ///     .user_id_provider(|request| {
+    ///         request.uri.query()?.split('&').find_map(|pair| {
+    ///             pair.strip_prefix("user=").map(str::to_owned)
+    ///         })
+    ///     })
+    ///     .build();
+    /// # let _ = hub;
+    /// ```
+    pub fn user_id_provider(
+        mut self,
+        provider: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.user_id_provider = Some(Arc::new(provider));
+        self
+    }
+
+    /// Finish the hub.
+    ///
+    /// # Panics
+    /// If the options are unusable (no protocol, zero parallel invocations, no transport).
+    pub fn build(self) -> Hub {
+        assert!(
+            !self.options.protocols.is_empty(),
+            "a hub needs at least one protocol"
+        );
+        assert!(
+            self.options.max_parallel_invocations > 0,
+            "max_parallel_invocations must be at least 1"
+        );
+        assert!(
+            !self.transport_options.transports.is_empty(),
+            "a hub needs at least one transport"
+        );
+        assert!(
+            self.transport_options
+                .transports
+                .iter()
+                .all(|t| *t == TransportType::WebSockets),
+            "only the WebSockets transport is available in this version"
+        );
+        let core = Arc::new(HubCore {
+            manager: self
+                .manager
+                .unwrap_or_else(|| Arc::new(MemoryLifetimeManager::new())),
+            options: self.options,
+            user_id_provider: self.user_id_provider,
+        });
+        let inner = Arc::new(HubInner {
+            core: core.clone(),
+            state: self.state,
+            methods: self.methods,
+            on_connected: self.on_connected,
+            on_disconnected: self.on_disconnected,
+        });
+        Hub {
+            core,
+            app: inner,
+            transport_options: self.transport_options,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! An ASP.NET Core SignalR compatible hub server on axum.
+//!
+//! The official SignalR clients (npm `@microsoft/signalr`, .NET, Java) connect to it
+//! unchanged: negotiate, WebSockets, the JSON and MessagePack hub protocols, invocations with
+//! results, groups and users. Messages to many clients are serialized once per protocol and
+//! shared; scale-out across nodes plugs in through one trait, [`HubLifetimeManager`].
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use signalr_server::{Clients, Hub, HubError};
+//!
+//! // A hub method is an async fn. Parameters that deserialize are the invocation's
+//! // arguments, in order; `Clients`, `Groups`, `Context`, `State` come from the connection.
+//! async fn send(clients: Clients, name: String, message: String) -> Result<(), HubError> {
+//!     clients.all().send("broadcastMessage", (name, message)).await
+//! }
+//!
+//! async fn echo(message: String) -> String {
+//!     message
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let chat = Hub::builder()
+//!         .method("Send", send)
+//!         .method("Echo", echo)
+//!         .build();
+//!     let app = axum::Router::new().merge(chat.router("/chat"));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//!     signalr_server::serve(listener, app, std::future::pending()).await
+//! }
+//! ```
+//!
+//! A JavaScript client then calls
+//! `connection.invoke("Echo", "hi")` and receives `broadcastMessage(name, message)` events.
+//!
+//! # Hub methods
+//!
+//! - **Arguments**: any `T: serde::de::DeserializeOwned` parameter takes the next argument.
+//!   An invocation with the wrong number of arguments, or arguments of the wrong type, is
+//!   answered with an error before the method runs.
+//! - **Context**: [`Clients`] (all, caller, others, client, clients, group, groups,
+//!   group_except, others_in_group, user, users, all_except), [`Groups`] (add, remove),
+//!   [`Context`] (connection id, user id, request, items, abort), [`State`] (the hub's shared
+//!   state), [`HubContext`], [`InvocationId`].
+//! - **Return values**: `()`, plain values, or `Result<T, HubError>`. Errors become the
+//!   Completion's error: [`HubError::new`] messages always reach the client; other errors only
+//!   with `detailed_errors`.
+//! - **Hooks**: `on_connected` and `on_disconnected` take the same context extractors.
+//!
+//! Invocations from one connection run one at a time, in order (configurable with
+//! [`HubOptions::max_parallel_invocations`]).
+//!
+//! # Layers
+//!
+//! - `transport`: HTTP (negotiate, WebSockets), bytes and connection tokens. It never imports
+//!   hubs or lifetime managers.
+//! - `connection`: one connection's lifecycle (handshake, message loop, keep-alive, close).
+//! - `hub`: methods, extractors, clients, groups, contexts. It never imports axum.
+//! - `lifetime`: the [`HubLifetimeManager`] trait and the in-memory default.
+//!
+//! # Slow consumers
+//!
+//! Each connection has a byte-bounded outbound queue
+//! ([`TransportOptions::max_buffered_bytes`], 1 MiB by default). A client that does not read
+//! fast enough to keep its queue under the bound is disconnected with a Close message carrying
+//! an error and `allowReconnect: true`; senders never wait for it and other clients are not
+//! affected.
+
+pub mod connection;
+mod error;
+pub mod hub;
+pub mod lifetime;
+mod options;
+mod router;
+pub mod transport;
+
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use connection::{HubConnection, SendError};
+pub use error::{HubError, Rejection};
+pub use hub::{
+    ClientProxy, Clients, Context, FromInvocation, Groups, Handler, Hub, HubBuilder, HubClients,
+    HubContext, IntoHubResult, InvocationId, InvocationParts, SingleClientProxy, State,
+    UserIdProvider,
+};
+pub use lifetime::{
+    Audience, HubArguments, HubLifetimeManager, LifetimeError, MemoryLifetimeManager,
+    SerializedMessage,
+};
+pub use options::HubOptions;
+pub use router::serve;
+pub use transport::TransportOptions;
+
+/// The wire protocol crate, re-exported.
+pub use signalr_protocol as protocol;

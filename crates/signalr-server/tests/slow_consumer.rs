@@ -1,0 +1,75 @@
+//! The slow-consumer policy over real sockets: a client that stops reading is closed once
+//! its outbound buffer is full; the broadcast to everyone else goes on, complete.
+
+mod common;
+
+use common::{Client, start};
+use signalr_server::protocol::{HubMessage, Protocol};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_others_get_everything() {
+    // A small bound so the test needs little traffic (the kernel's socket buffers absorb
+    // the first megabytes either way). The sender itself does not read: it sends to others.
+    let hub = signalr_server::Hub::builder()
+        .method(
+            "Broadcast",
+            |clients: signalr_server::Clients, message: String| async move {
+                clients.others().send("message", (message,)).await
+            },
+        )
+        .configure_transports(|t| t.max_buffered_bytes = 64 * 1024)
+        .build();
+    let addr = start(axum::Router::new().merge(hub.router("/hub"))).await;
+
+    let mut slow = Client::connect(addr, "/hub", Protocol::Json).await;
+    let mut healthy = Client::connect(addr, "/hub", Protocol::MessagePack).await;
+
+    const COUNT: usize = 3000;
+    let payload = "p".repeat(2048);
+    let reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < COUNT {
+            match healthy.recv_no_ping().await {
+                Some(HubMessage::Invocation(invocation)) => {
+                    assert_eq!(invocation.target, "message");
+                    received += 1;
+                }
+                other => panic!("healthy client got {other:?} after {received} messages"),
+            }
+        }
+        received
+    });
+    let writer = {
+        let mut client = Client::connect(addr, "/hub", Protocol::Json).await;
+        tokio::spawn(async move {
+            for _ in 0..COUNT {
+                client
+                    .send_invocation("Broadcast", (payload.clone(),))
+                    .await;
+            }
+            client
+        })
+    };
+    let _writer = writer.await.unwrap();
+    assert_eq!(reader.await.unwrap(), COUNT);
+
+    // The slow client now reads: some broadcasts, then the Close that ended it.
+    let mut delivered = 0;
+    let close = loop {
+        match slow.recv_no_ping().await {
+            Some(HubMessage::Invocation(_)) => delivered += 1,
+            Some(HubMessage::Close(close)) => break close,
+            other => panic!("slow client got {other:?}"),
+        }
+    };
+    assert!(delivered < COUNT, "the slow client was never cut off");
+    assert!(close.allow_reconnect);
+    assert!(
+        close
+            .error
+            .unwrap()
+            .contains("did not read messages fast enough"),
+        "the Close says why"
+    );
+    slow.expect_socket_closed().await;
+}
