@@ -1,0 +1,182 @@
+//! The chat sample: the classic SignalR chat hub and the page that talks to it.
+//!
+//! Hub at `/chat`:
+//!
+//! | method | does |
+//! |---|---|
+//! | `Send(name, message)` | `broadcastMessage(name, message)` to everyone |
+//! | `JoinGroup(group)` / `LeaveGroup(group)` | membership of the caller |
+//! | `SendToGroup(group, name, message)` | `broadcastMessage(name, message)` to the group |
+//! | `SendToUser(user, name, message)` | `broadcastMessage(name, message)` to that user's connections |
+//! | `Echo(message)` | returns `message` |
+//!
+//! The demo identity of a connection is the `user` query parameter of its URL
+//! (`/chat?user=alice`); a real application takes it from authentication.
+//!
+//! `GET /` serves the page; `/lib/*.js` serves the official browser client from the npm
+//! packages installed in `examples/chat/node_modules` (`npm ci` in `examples/chat`).
+
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use signalr_server::{Clients, Context, Groups, Hub, HubError};
+
+/// `Send(name, message)`: to everyone.
+async fn send(clients: Clients, name: String, message: String) -> Result<(), HubError> {
+    clients
+        .all()
+        .send("broadcastMessage", (name, message))
+        .await
+}
+
+/// `JoinGroup(group)`: the caller joins.
+async fn join_group(groups: Groups, ctx: Context, group: String) -> Result<(), HubError> {
+    groups.add(ctx.connection_id(), &group).await
+}
+
+/// `LeaveGroup(group)`: the caller leaves.
+async fn leave_group(groups: Groups, ctx: Context, group: String) -> Result<(), HubError> {
+    groups.remove(ctx.connection_id(), &group).await
+}
+
+/// `SendToGroup(group, name, message)`: to the group's members.
+async fn send_to_group(
+    clients: Clients,
+    group: String,
+    name: String,
+    message: String,
+) -> Result<(), HubError> {
+    clients
+        .group(group)
+        .send("broadcastMessage", (name, message))
+        .await
+}
+
+/// `SendToUser(user, name, message)`: to every connection of the user.
+async fn send_to_user(
+    clients: Clients,
+    user: String,
+    name: String,
+    message: String,
+) -> Result<(), HubError> {
+    clients
+        .user(user)
+        .send("broadcastMessage", (name, message))
+        .await
+}
+
+/// `Echo(message)`: returns it.
+async fn echo(message: String) -> String {
+    message
+}
+
+/// The demo identity: the `user` query parameter, if present and not empty.
+pub fn user_from_query(request: &axum::http::request::Parts) -> Option<String> {
+    let query = request.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "user")
+        .map(|(_, value)| value.into_owned())
+        .filter(|user| !user.is_empty())
+}
+
+/// Settings of the chat application.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Largest hub message accepted from a client.
+    pub max_message_size: usize,
+    /// Where the npm packages of the page are installed (`examples/chat/node_modules`).
+    pub node_modules: PathBuf,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_message_size: 32 * 1024,
+            node_modules: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/node_modules")),
+        }
+    }
+}
+
+/// The chat hub.
+pub fn hub(config: &ChatConfig) -> Hub {
+    Hub::builder()
+        .method("Send", send)
+        .method("JoinGroup", join_group)
+        .method("LeaveGroup", leave_group)
+        .method("SendToGroup", send_to_group)
+        .method("SendToUser", send_to_user)
+        .method("Echo", echo)
+        .user_id_provider(user_from_query)
+        .configure(|options| options.max_receive_message_size = config.max_message_size)
+        .build()
+}
+
+/// The whole application: the hub at `/chat` and the page at `/`.
+pub fn app(config: ChatConfig) -> Router {
+    let chat = hub(&config);
+    let page = Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/index.html",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route("/lib/{file}", get(client_library))
+        .with_state(config);
+    Router::new().merge(chat.router("/chat")).merge(page)
+}
+
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const APP_JS: &str = include_str!("../static/app.js");
+const STYLE_CSS: &str = include_str!("../static/style.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The official browser bundles, read from the npm packages.
+async fn client_library(
+    State(config): State<ChatConfig>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    let relative = match file.as_str() {
+        "signalr.min.js" => "@microsoft/signalr/dist/browser/signalr.min.js",
+        "signalr-protocol-msgpack.min.js" => {
+            "@microsoft/signalr-protocol-msgpack/dist/browser/signalr-protocol-msgpack.min.js"
+        }
+        _ => return (StatusCode::NOT_FOUND, "not found").into_response(),
+    };
+    let path = config.node_modules.join(relative);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "browser client bundle missing");
+            (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "{} is missing: run `npm ci` in examples/chat ({error})",
+                    path.display()
+                ),
+            )
+                .into_response()
+        }
+    }
+}
