@@ -57,6 +57,18 @@ impl HubError {
         self.public
     }
 
+    /// The text the client receives when a stream ended with this error.
+    pub(crate) fn stream_error(&self, detailed: bool) -> String {
+        let generic = "An error occurred on the server while streaming results.";
+        if self.public {
+            format!("{generic} HubException: {}", self.message)
+        } else if detailed {
+            format!("{generic} {}", self.message)
+        } else {
+            generic.to_owned()
+        }
+    }
+
     /// The text the client receives when invoking `method` failed with this error.
     pub(crate) fn invocation_error(&self, method: &str, detailed: bool) -> String {
         let generic = format!("An unexpected error occurred invoking '{method}' on the server.");

@@ -82,9 +82,9 @@ pub mod testing;
 pub use connection::{HubConnection, SendError};
 pub use error::{HubError, Rejection};
 pub use hub::{
-    ClientProxy, Clients, Context, FromInvocation, Groups, Handler, Hub, HubBuilder, HubClients,
-    HubContext, IntoHubResult, InvocationId, InvocationParts, SingleClientProxy, State,
-    UserIdProvider,
+    Cancellation, ClientProxy, Clients, Context, FromInvocation, Groups, Handler, Hub, HubBuilder,
+    HubClients, HubContext, IntoHubResult, IntoStreamItem, InvocationId, InvocationParts,
+    SingleClientProxy, State, StreamHandler, UploadStream, UserIdProvider,
 };
 pub use lifetime::{
     Audience, HubArguments, HubLifetimeManager, LifetimeError, MemoryLifetimeManager,

@@ -10,7 +10,7 @@
 //! transport stops reading the socket: a client that floods a busy connection is pushed back
 //! on rather than buffered.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +21,18 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use signalr_protocol::{
     Close, Completion, CompletionResult, HandshakeRequest, HandshakeResponse, HubMessage,
-    Invocation, Protocol, TransferFormat,
+    Invocation, Protocol, StreamItem, TransferFormat,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::HubConnection;
+use crate::error::HubError;
 use crate::hub::extract::InvocationParts;
-use crate::hub::{HubCore, HubInner};
+use crate::hub::handler::MethodOutput;
+use crate::hub::stream::{ItemStream, UploadItem, UploadReceiver};
+use crate::hub::{HubCore, HubInner, Method, MethodKind};
 use crate::transport::{ConnectionApp, TransportConnection, TransportError, TransportType};
 
 /// Invocations waiting for a free slot before the connection stops reading.
@@ -174,12 +178,7 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
             allow_reconnect: false,
         },
         Ok(()) => {
-            let mut dispatcher = Dispatcher {
-                hub: &hub,
-                connection: &connection,
-                queued: VecDeque::new(),
-                running: FuturesUnordered::new(),
-            };
+            let mut dispatcher = Dispatcher::new(&hub, &connection);
             dispatcher.run(&mut inbound, buf, transport_type).await
         }
     };
@@ -267,6 +266,8 @@ async fn run_hook<S>(
         invocation_id: None,
         arguments: Vec::new().into_iter(),
         position: 0,
+        uploads: Vec::new().into_iter(),
+        cancellation: connection.closed_token(),
     };
     let detailed = hub.core.options.detailed_errors;
     let generic = "Connection closed with an error.";
@@ -284,17 +285,55 @@ async fn run_hook<S>(
     }
 }
 
+/// Items buffered per upload stream before the connection stops reading (ASP.NET Core's
+/// `StreamBufferCapacity`).
+const UPLOAD_BUFFER_CAPACITY: usize = 10;
+
+/// An invocation accepted from the client, waiting for its turn.
+struct Pending {
+    invocation: Invocation,
+    /// Receivers of its upload streams, created on arrival so items that come before the
+    /// method starts are kept.
+    uploads: Vec<UploadReceiver>,
+    /// A StreamInvocation (server-to-client stream).
+    streaming: bool,
+}
+
 /// The message loop of one connection.
 struct Dispatcher<'a, S> {
     hub: &'a Arc<HubInner<S>>,
     connection: &'a Arc<HubConnection>,
     /// Invocations that arrived while all slots were busy, in order.
-    queued: VecDeque<Invocation>,
-    /// Running hub methods. Each writes its own Completion when done.
+    queued: VecDeque<Pending>,
+    /// Running hub methods (they count against `max_parallel_invocations`). Each writes its
+    /// own Completion when done.
     running: FuturesUnordered<BoxFuture<'static, ()>>,
+    /// Running server-to-client streams (they do not count); each yields its invocation id
+    /// when it ends.
+    streams: FuturesUnordered<BoxFuture<'static, String>>,
+    /// Cancellation of the running streams, by invocation id.
+    stream_tokens: HashMap<String, CancellationToken>,
+    /// Upload streams the client is sending, by stream id.
+    uploads: HashMap<String, mpsc::Sender<UploadItem>>,
+    /// An upload item waiting for room in its stream's buffer; while set, nothing more is
+    /// parsed or read (ASP.NET Core stalls the connection the same way).
+    blocked_upload: Option<(mpsc::Sender<UploadItem>, UploadItem)>,
 }
 
-impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
+impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
+    fn new(hub: &'a Arc<HubInner<S>>, connection: &'a Arc<HubConnection>) -> Self {
+        Dispatcher {
+            hub,
+            connection,
+            queued: VecDeque::new(),
+            running: FuturesUnordered::new(),
+            streams: FuturesUnordered::new(),
+            stream_tokens: HashMap::new(),
+            uploads: HashMap::new(),
+            blocked_upload: None,
+        }
+    }
+
     async fn run(
         &mut self,
         inbound: &mut mpsc::Receiver<Result<Bytes, TransportError>>,
@@ -304,7 +343,6 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
         let core: &HubCore = &self.hub.core;
         let options = &core.options;
         let protocol = self.connection.protocol();
-        let max_parallel = options.max_parallel_invocations;
 
         // Long polling has its own liveness (the poll cadence): no pings, no client timeout.
         let pings = transport_type != TransportType::LongPolling;
@@ -324,12 +362,7 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
         }
 
         loop {
-            while self.running.len() < max_parallel {
-                let Some(invocation) = self.queued.pop_front() else {
-                    break;
-                };
-                self.start(invocation);
-            }
+            self.start_queued();
 
             tokio::select! {
                 biased;
@@ -341,7 +374,25 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
                     };
                 }
                 Some(()) = self.running.next(), if !self.running.is_empty() => {}
-                chunk = inbound.recv(), if self.queued.len() < MAX_QUEUED_INVOCATIONS => {
+                Some(id) = self.streams.next(), if !self.streams.is_empty() => {
+                    self.stream_tokens.remove(&id);
+                }
+                permit = reserve(&self.blocked_upload), if self.blocked_upload.is_some() => {
+                    let blocked = self.blocked_upload.take();
+                    match (permit, blocked) {
+                        (Some(permit), Some((_, item))) => {
+                            permit.send(item);
+                        }
+                        // The method dropped its stream: the rest of it is discarded.
+                        _ => self.uploads.retain(|_, sender| !sender.is_closed()),
+                    }
+                    if let Some(ending) = self.parse_buffered(&mut buf, protocol, &mut timeout_armed) {
+                        return ending;
+                    }
+                }
+                chunk = inbound.recv(),
+                    if self.queued.len() < MAX_QUEUED_INVOCATIONS && self.blocked_upload.is_none() =>
+                {
                     match chunk {
                         None => return Ending::ClientClosed,
                         Some(Err(error)) => {
@@ -352,18 +403,13 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
                         }
                         Some(Ok(chunk)) => {
                             buf.extend_from_slice(&chunk);
-                            if timeout_armed {
-                                client_timeout
-                                    .as_mut()
-                                    .reset(Instant::now() + options.client_timeout);
-                            }
                             let was_armed = timeout_armed;
                             if let Some(ending) =
                                 self.parse_buffered(&mut buf, protocol, &mut timeout_armed)
                             {
                                 return ending;
                             }
-                            if timeout_armed && !was_armed {
+                            if timeout_armed || was_armed {
                                 client_timeout
                                     .as_mut()
                                     .reset(Instant::now() + options.client_timeout);
@@ -387,7 +433,8 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
         }
     }
 
-    /// Parse and handle every complete message in `buf`.
+    /// Parse and handle every complete message in `buf`, until an upload stream's buffer is
+    /// full.
     fn parse_buffered(
         &mut self,
         buf: &mut BytesMut,
@@ -395,7 +442,7 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
         timeout_armed: &mut bool,
     ) -> Option<Ending> {
         let max = self.hub.core.options.max_receive_message_size;
-        loop {
+        while self.blocked_upload.is_none() {
             match protocol.parse_message(buf, max) {
                 Ok(Some(message)) => {
                     if matches!(message, HubMessage::Ping) {
@@ -417,46 +464,82 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
                 }
             }
         }
+        None
     }
 
     fn handle(&mut self, message: HubMessage) -> Option<Ending> {
         match message {
-            HubMessage::Invocation(invocation) => {
-                let max_parallel = self.hub.core.options.max_parallel_invocations;
-                if self.queued.is_empty() && self.running.len() < max_parallel {
-                    self.start(invocation);
+            HubMessage::Invocation(invocation) => self.accept(invocation, false),
+            HubMessage::StreamInvocation(invocation) => self.accept(invocation, true),
+            HubMessage::StreamItem(item) => {
+                if let Some(sender) = self.uploads.get(&item.invocation_id) {
+                    match sender.try_send(Ok(item.item)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(value)) => {
+                            self.blocked_upload = Some((sender.clone(), value));
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.uploads.remove(&item.invocation_id);
+                        }
+                    }
                 } else {
-                    self.queued.push_back(invocation);
-                }
-            }
-            HubMessage::StreamInvocation(invocation) => {
-                let error = match self.lookup(&invocation.target) {
-                    Some(method) => format!(
-                        "The client attempted to invoke the non-streaming '{}' method with a streaming invocation.",
-                        method.name
-                    ),
-                    None => format!("Unknown hub method '{}'", invocation.target),
-                };
-                if let Some(id) = invocation.invocation_id {
-                    self.complete(id, CompletionResult::Error(error));
+                    tracing::debug!(connection_id = %self.connection.id(), stream_id = %item.invocation_id, "item for an unknown stream ignored");
                 }
             }
             HubMessage::Completion(completion) => {
-                if !self.connection.complete_invocation(completion) {
+                // An upload stream ends, or a client result comes back.
+                if let Some(sender) = self.uploads.remove(&completion.invocation_id) {
+                    if let CompletionResult::Error(error) = completion.result {
+                        let _ = sender.try_send(Err(error));
+                    }
+                } else if !self.connection.complete_invocation(completion) {
                     tracing::debug!(connection_id = %self.connection.id(), "Completion for an unknown invocation ignored");
                 }
             }
-            HubMessage::StreamItem(item) => {
-                tracing::debug!(connection_id = %self.connection.id(), invocation_id = %item.invocation_id, "stream item for an unknown stream ignored");
+            HubMessage::CancelInvocation(cancel) => {
+                if let Some(token) = self.stream_tokens.get(&cancel.invocation_id) {
+                    token.cancel();
+                }
             }
-            HubMessage::CancelInvocation(_) | HubMessage::Ping => {}
-            HubMessage::Ack(_) | HubMessage::Sequence(_) => {}
+            HubMessage::Ping | HubMessage::Ack(_) | HubMessage::Sequence(_) => {}
             HubMessage::Close(_) => return Some(Ending::ClientClosed),
         }
         None
     }
 
-    fn lookup(&self, target: &str) -> Option<&crate::hub::Method<S>> {
+    /// Take an invocation in: register its upload streams, then start it or queue it.
+    fn accept(&mut self, invocation: Invocation, streaming: bool) {
+        let uploads = invocation
+            .stream_ids
+            .iter()
+            .map(|id| {
+                let (sender, receiver) = mpsc::channel(UPLOAD_BUFFER_CAPACITY);
+                self.uploads.insert(id.clone(), sender);
+                receiver
+            })
+            .collect();
+        self.queued.push_back(Pending {
+            invocation,
+            uploads,
+            streaming,
+        });
+        self.start_queued();
+    }
+
+    /// Start queued invocations in order while slots are free. Streams need no slot.
+    fn start_queued(&mut self) {
+        let max_parallel = self.hub.core.options.max_parallel_invocations;
+        while let Some(front) = self.queued.front() {
+            if !front.streaming && self.running.len() >= max_parallel {
+                break;
+            }
+            if let Some(pending) = self.queued.pop_front() {
+                self.start(pending);
+            }
+        }
+    }
+
+    fn lookup(&self, target: &str) -> Option<&Method<S>> {
         // Exact-case lookups (the common case) allocate nothing.
         self.hub
             .methods
@@ -465,23 +548,16 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
     }
 
     fn complete(&self, invocation_id: String, result: CompletionResult) {
-        let message = HubMessage::Completion(Completion {
-            headers: Vec::new(),
-            invocation_id,
-            result,
-        });
-        match self.connection.protocol().encode_message(&message) {
-            Ok(frame) => {
-                let _ = self.connection.send_frame(frame);
-            }
-            Err(error) => {
-                tracing::error!(connection_id = %self.connection.id(), %error, "could not encode a Completion");
-            }
-        }
+        send_completion(self.connection, invocation_id, result);
     }
 
-    /// Start an invocation now: bind its arguments and push its future.
-    fn start(&mut self, invocation: Invocation) {
+    /// Bind an invocation's arguments and start it.
+    fn start(&mut self, pending: Pending) {
+        let Pending {
+            invocation,
+            uploads,
+            streaming,
+        } = pending;
         let Invocation {
             invocation_id,
             target,
@@ -489,53 +565,78 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
             stream_ids,
             ..
         } = invocation;
-        let Some(method) = self.lookup(&target) else {
-            tracing::debug!(connection_id = %self.connection.id(), %target, "unknown hub method");
-            if let Some(id) = invocation_id {
-                self.complete(
-                    id,
-                    CompletionResult::Error(format!("Unknown hub method '{target}'")),
-                );
+        let fail = |this: &mut Self, error: String| {
+            for id in &stream_ids {
+                this.uploads.remove(id);
             }
-            return;
+            match &invocation_id {
+                Some(id) => this.complete(id.clone(), CompletionResult::Error(error)),
+                None => {
+                    tracing::debug!(connection_id = %this.connection.id(), %error, "fire-and-forget invocation failed")
+                }
+            }
+        };
+
+        let Some(method) = self.lookup(&target) else {
+            return fail(self, format!("Unknown hub method '{target}'"));
         };
         let name = method.name.clone();
-        let handler = method.handler.clone();
+        let (expected_arguments, expected_streams) = match &method.kind {
+            MethodKind::Invoke(handler) => (handler.arguments(), handler.streams()),
+            MethodKind::Stream(handler) => (handler.arguments(), handler.streams()),
+        };
+        match (&method.kind, streaming) {
+            (MethodKind::Invoke(_), true) => {
+                return fail(
+                    self,
+                    format!(
+                        "The client attempted to invoke the non-streaming '{name}' method with a streaming invocation."
+                    ),
+                );
+            }
+            (MethodKind::Stream(_), false) => {
+                return fail(
+                    self,
+                    format!(
+                        "The client attempted to invoke the streaming '{name}' method with a non-streaming invocation."
+                    ),
+                );
+            }
+            _ => {}
+        }
+        if streaming {
+            match &invocation_id {
+                None => return fail(self, "A stream invocation needs an invocation id.".into()),
+                Some(id) if self.stream_tokens.contains_key(id) => {
+                    return fail(self, format!("Invocation ID '{id}' is already in use."));
+                }
+                Some(_) => {}
+            }
+        }
+
         let bind_error = |reason: &str| {
             format!("Failed to invoke '{name}' due to an error on the server. {reason}")
         };
-
-        if !stream_ids.is_empty() {
-            if let Some(id) = invocation_id {
-                let reason = format!(
-                    "Client sent {} stream(s), Hub method expects 0.",
-                    stream_ids.len()
-                );
-                self.complete(id, CompletionResult::Error(bind_error(&reason)));
-            }
-            return;
+        if stream_ids.len() != expected_streams {
+            let reason = format!(
+                "Client sent {} stream(s), Hub method expects {expected_streams}.",
+                stream_ids.len()
+            );
+            return fail(self, bind_error(&reason));
         }
         let arguments = match arguments.into_values() {
             Ok(arguments) => arguments,
-            Err(error) => {
-                if let Some(id) = invocation_id {
-                    self.complete(id, CompletionResult::Error(bind_error(&error.to_string())));
-                }
-                return;
-            }
+            Err(error) => return fail(self, bind_error(&error.to_string())),
         };
-        let expected = handler.arguments();
-        if arguments.len() != expected {
-            if let Some(id) = invocation_id {
-                let reason = format!(
-                    "Invocation provides {} argument(s) but target expects {expected}.",
-                    arguments.len()
-                );
-                self.complete(id, CompletionResult::Error(bind_error(&reason)));
-            }
-            return;
+        if arguments.len() != expected_arguments {
+            let reason = format!(
+                "Invocation provides {} argument(s) but target expects {expected_arguments}.",
+                arguments.len()
+            );
+            return fail(self, bind_error(&reason));
         }
 
+        let cancellation = self.connection.closed_token().child_token();
         let parts = InvocationParts {
             state: &self.hub.state,
             core: &self.hub.core,
@@ -543,52 +644,167 @@ impl<S: Send + Sync + 'static> Dispatcher<'_, S> {
             invocation_id: invocation_id.as_deref(),
             arguments: arguments.into_iter(),
             position: 0,
+            uploads: uploads.into_iter(),
+            cancellation: cancellation.clone(),
         };
-        let future = match handler.call(parts) {
-            Ok(future) => future,
-            Err(rejection) => {
-                if let Some(id) = invocation_id {
-                    self.complete(id, CompletionResult::Error(bind_error(rejection.reason())));
-                }
-                return;
-            }
-        };
-
         let connection = self.connection.clone();
         let detailed = self.hub.core.options.detailed_errors;
-        self.running.push(Box::pin(async move {
-            let output = AssertUnwindSafe(future).catch_unwind().await;
-            let result = match output {
-                Ok(Ok(None)) => CompletionResult::Void,
-                Ok(Ok(Some(value))) => CompletionResult::Value(value),
-                Ok(Err(error)) => {
-                    tracing::debug!(connection_id = %connection.id(), method = %name, %error, "hub method failed");
-                    CompletionResult::Error(error.invocation_error(&name, detailed))
+        match &method.kind {
+            MethodKind::Invoke(handler) => match handler.call(parts) {
+                Ok(future) => self.running.push(Box::pin(run_method(
+                    future,
+                    connection,
+                    name,
+                    invocation_id,
+                    detailed,
+                ))),
+                Err(rejection) => fail(self, bind_error(rejection.reason())),
+            },
+            MethodKind::Stream(handler) => match handler.call(parts) {
+                Ok(future) => {
+                    let id = invocation_id.unwrap_or_default();
+                    self.stream_tokens.insert(id.clone(), cancellation.clone());
+                    self.streams.push(Box::pin(run_stream(
+                        future,
+                        connection,
+                        name,
+                        id,
+                        cancellation,
+                        detailed,
+                    )));
                 }
-                Err(_) => {
-                    tracing::error!(connection_id = %connection.id(), method = %name, "hub method panicked");
-                    CompletionResult::Error(format!(
-                        "An unexpected error occurred invoking '{name}' on the server."
-                    ))
-                }
+                Err(rejection) => fail(self, bind_error(rejection.reason())),
+            },
+        }
+    }
+}
+
+/// Wait for room in a blocked upload stream's buffer. `None`: the stream was dropped.
+/// The future owns a clone of the sender, so it borrows nothing from the dispatcher.
+fn reserve(
+    blocked: &Option<(mpsc::Sender<UploadItem>, UploadItem)>,
+) -> impl std::future::Future<Output = Option<mpsc::OwnedPermit<UploadItem>>> + 'static {
+    let sender = blocked.as_ref().map(|(sender, _)| sender.clone());
+    async move {
+        match sender {
+            Some(sender) => sender.reserve_owned().await.ok(),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn send_completion(connection: &HubConnection, invocation_id: String, result: CompletionResult) {
+    let message = HubMessage::Completion(Completion {
+        headers: Vec::new(),
+        invocation_id,
+        result,
+    });
+    match connection.protocol().encode_message(&message) {
+        Ok(frame) => {
+            let _ = connection.send_frame(frame);
+        }
+        Err(error) => {
+            tracing::error!(connection_id = %connection.id(), %error, "could not encode a Completion");
+        }
+    }
+}
+
+/// Run a method to its end and send its Completion.
+async fn run_method(
+    future: BoxFuture<'static, MethodOutput>,
+    connection: Arc<HubConnection>,
+    name: String,
+    invocation_id: Option<String>,
+    detailed: bool,
+) {
+    let output = AssertUnwindSafe(future).catch_unwind().await;
+    let result = match output {
+        Ok(Ok(None)) => CompletionResult::Void,
+        Ok(Ok(Some(value))) => CompletionResult::Value(value),
+        Ok(Err(error)) => {
+            tracing::debug!(connection_id = %connection.id(), method = %name, %error, "hub method failed");
+            CompletionResult::Error(error.invocation_error(&name, detailed))
+        }
+        Err(_) => {
+            tracing::error!(connection_id = %connection.id(), method = %name, "hub method panicked");
+            CompletionResult::Error(format!(
+                "An unexpected error occurred invoking '{name}' on the server."
+            ))
+        }
+    };
+    // Fire-and-forget invocations get no reply, not even an error.
+    if let Some(invocation_id) = invocation_id {
+        send_completion(&connection, invocation_id, result);
+    }
+}
+
+/// Run a server-to-client stream: items as StreamItems, then a Completion. Pauses while the
+/// connection's outbound queue is more than half full, so a fast stream goes at the pace of
+/// the client rather than overflowing its queue. Returns the invocation id.
+async fn run_stream(
+    start: std::pin::Pin<Box<dyn std::future::Future<Output = ItemStream> + Send>>,
+    connection: Arc<HubConnection>,
+    name: String,
+    invocation_id: String,
+    cancellation: CancellationToken,
+    detailed: bool,
+) -> String {
+    let protocol = connection.protocol();
+    let high_water = connection.outbox().max_buffered_bytes() / 2;
+    let result = AssertUnwindSafe(async {
+        let mut stream = tokio::select! {
+            stream = start => stream,
+            () = cancellation.cancelled() => return CompletionResult::Void,
+        };
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                () = cancellation.cancelled() => return CompletionResult::Void,
             };
-            // Fire-and-forget invocations get no reply, not even an error.
-            let Some(invocation_id) = invocation_id else { return };
-            let message = HubMessage::Completion(Completion {
-                headers: Vec::new(),
-                invocation_id,
-                result,
-            });
-            match connection.protocol().encode_message(&message) {
-                Ok(frame) => {
-                    let _ = connection.send_frame(frame);
+            match next {
+                None => return CompletionResult::Void,
+                Some(Err(error)) => {
+                    tracing::debug!(connection_id = %connection.id(), method = %name, %error, "stream failed");
+                    return CompletionResult::Error(error.stream_error(detailed));
                 }
-                Err(error) => {
-                    tracing::error!(connection_id = %connection.id(), %error, "could not encode a Completion");
+                Some(Ok(item)) => {
+                    let message = HubMessage::StreamItem(StreamItem {
+                        headers: Vec::new(),
+                        invocation_id: invocation_id.clone(),
+                        item,
+                    });
+                    match protocol.encode_message(&message) {
+                        Ok(frame) => {
+                            if connection.send_frame(frame).is_err() {
+                                return CompletionResult::Void;
+                            }
+                        }
+                        Err(error) => {
+                            return CompletionResult::Error(
+                                HubError::internal(error.to_string()).stream_error(detailed),
+                            );
+                        }
+                    }
+                    if connection.outbox().buffered_bytes() > high_water {
+                        tokio::select! {
+                            () = connection.outbox().wait_for_room(high_water) => {}
+                            () = cancellation.cancelled() => return CompletionResult::Void,
+                        }
+                    }
                 }
             }
-        }));
-    }
+        }
+    })
+    .catch_unwind()
+    .await
+    .unwrap_or_else(|_| {
+        tracing::error!(connection_id = %connection.id(), method = %name, "stream panicked");
+        CompletionResult::Error("An error occurred on the server while streaming results.".into())
+    });
+    // After a cancel the client no longer listens, but ASP.NET Core still completes the
+    // stream; do the same so every stream ends with exactly one Completion.
+    send_completion(&connection, invocation_id.clone(), result);
+    invocation_id
 }
 
 fn far_future() -> Instant {

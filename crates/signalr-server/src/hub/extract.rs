@@ -32,6 +32,10 @@ pub struct InvocationParts<'a, S> {
     pub(crate) arguments: std::vec::IntoIter<RawValue>,
     /// Position of the next argument, for error messages.
     pub(crate) position: usize,
+    /// Upload streams of the invocation, in `streamIds` order.
+    pub(crate) uploads: std::vec::IntoIter<super::stream::UploadReceiver>,
+    /// Cancelled when the invocation is cancelled or the connection ends.
+    pub(crate) cancellation: tokio_util::sync::CancellationToken,
 }
 
 impl<S> InvocationParts<'_, S> {
@@ -62,11 +66,14 @@ impl<S> InvocationParts<'_, S> {
 /// A hub method parameter.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a hub method parameter",
-    note = "parameters are either arguments (any `T: serde::de::DeserializeOwned`) or one of the context extractors: Clients, Groups, Context, State<S>, HubContext, InvocationId"
+    note = "parameters are either arguments (any `T: serde::de::DeserializeOwned`) or one of the context extractors: Clients, Groups, Context, State<S>, HubContext, InvocationId, Cancellation, UploadStream<T>"
 )]
 pub trait FromInvocation<S>: Sized {
     /// How many positional invocation arguments this parameter consumes.
     const ARGUMENTS: usize = 0;
+
+    /// How many upload streams (`streamIds`) this parameter consumes.
+    const STREAMS: usize = 0;
 
     /// Build the parameter from the invocation.
     fn from_invocation(parts: &mut InvocationParts<'_, S>) -> Result<Self, Rejection>;

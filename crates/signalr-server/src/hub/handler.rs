@@ -118,6 +118,9 @@ pub trait Handler<T, S>: Clone + Send + Sync + 'static {
     /// Number of positional arguments the method expects.
     fn arguments(&self) -> usize;
 
+    /// Number of upload streams the method expects.
+    fn streams(&self) -> usize;
+
     /// Extract the parameters and start the method.
     fn call(
         &self,
@@ -138,6 +141,10 @@ macro_rules! handler_impl {
         {
             fn arguments(&self) -> usize {
                 0 $(+ <$ty as FromInvocation<S>>::ARGUMENTS)*
+            }
+
+            fn streams(&self) -> usize {
+                0 $(+ <$ty as FromInvocation<S>>::STREAMS)*
             }
 
             fn call(&self, mut parts: InvocationParts<'_, S>) -> Result<BoxFuture<'static, MethodOutput>, Rejection> {
@@ -167,6 +174,7 @@ handler_impl!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12);
 /// A handler with its signature erased.
 pub(crate) trait ErasedHandler<S>: Send + Sync {
     fn arguments(&self) -> usize;
+    fn streams(&self) -> usize;
     fn call(
         &self,
         parts: InvocationParts<'_, S>,
@@ -185,6 +193,10 @@ where
 {
     fn arguments(&self) -> usize {
         self.handler.arguments()
+    }
+
+    fn streams(&self) -> usize {
+        self.handler.streams()
     }
 
     fn call(

@@ -8,6 +8,7 @@ pub(crate) mod clients;
 pub(crate) mod context;
 pub(crate) mod extract;
 pub(crate) mod handler;
+pub(crate) mod stream;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,6 +22,7 @@ pub use context::{Context, Groups, HubContext};
 pub use extract::{FromInvocation, InvocationId, InvocationParts, State};
 use handler::BoxedHandler;
 pub use handler::{Handler, IntoHubResult};
+pub use stream::{Cancellation, IntoStreamItem, StreamHandler, UploadStream};
 
 /// Computes a connection's user identifier from the request that opened it.
 pub type UserIdProvider = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
@@ -45,7 +47,13 @@ pub(crate) struct HubInner<S> {
 pub(crate) struct Method<S> {
     /// The name as registered, for error messages.
     pub(crate) name: String,
-    pub(crate) handler: BoxedHandler<S>,
+    pub(crate) kind: MethodKind<S>,
+}
+
+/// Whether a method returns one result or a stream of items.
+pub(crate) enum MethodKind<S> {
+    Invoke(BoxedHandler<S>),
+    Stream(stream::BoxedStreamHandler<S>),
 }
 
 /// A built hub: mount it with `Hub::router` and reach its clients with [`Hub::context`].
@@ -144,11 +152,43 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
     /// # Panics
     /// If a method with the same name (ignoring case) is already registered: SignalR has no
     /// overloads.
-    pub fn method<H, T>(mut self, name: &str, handler: H) -> Self
+    pub fn method<H, T>(self, name: &str, handler: H) -> Self
     where
         H: Handler<T, S>,
         T: 'static,
     {
+        self.register(name, MethodKind::Invoke(handler::boxed(handler)))
+    }
+
+    /// Register a streaming method: it returns a `futures::Stream` whose items are sent to
+    /// the caller as they come (the client calls it with `connection.stream(name, ...)`).
+    ///
+    /// ```
+    /// use futures::{Stream, StreamExt};
+    /// use signalr_server::Hub;
+    ///
+    /// async fn counter(count: u32, delay_ms: u64) -> impl Stream<Item = u32> {
+    ///     futures::stream::iter(0..count).then(move |i| async move {
+    ///         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+    ///         i
+    ///     })
+    /// }
+    ///
+    /// let hub = Hub::builder().stream("Counter", counter).build();
+    /// # let _ = hub;
+    /// ```
+    ///
+    /// # Panics
+    /// If a method with the same name (ignoring case) is already registered.
+    pub fn stream<H, T>(self, name: &str, handler: H) -> Self
+    where
+        H: stream::StreamHandler<T, S>,
+        T: 'static,
+    {
+        self.register(name, MethodKind::Stream(stream::boxed(handler)))
+    }
+
+    fn register(mut self, name: &str, kind: MethodKind<S>) -> Self {
         let key = name.to_ascii_lowercase();
         assert!(
             !self.methods.contains_key(&key),
@@ -158,7 +198,7 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
             key,
             Method {
                 name: name.to_owned(),
-                handler: handler::boxed(handler),
+                kind,
             },
         );
         self

@@ -56,6 +56,8 @@ pub struct Outbox {
     state: Mutex<State>,
     /// Wakes the writer when the queue goes from empty to non-empty or closes.
     notify: Notify,
+    /// Wakes producers that wait for room (streams pace themselves on the writer).
+    drained: Notify,
     /// Upper bound of queued bytes before the connection counts as a slow consumer.
     max_buffered_bytes: usize,
     /// Whether frames are binary (MessagePack) rather than text (JSON). Set at the handshake,
@@ -82,6 +84,7 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            drained: Notify::new(),
             max_buffered_bytes,
             binary: AtomicBool::new(false),
         }
@@ -147,6 +150,30 @@ impl Outbox {
         state.bytes = 0;
         drop(state);
         self.notify.notify_one();
+        self.drained.notify_waiters();
+    }
+
+    /// The most bytes that may be queued.
+    pub fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered_bytes
+    }
+
+    /// Wait until at most `bytes` are queued (or the outbox is closed). A producer that can
+    /// wait (a stream) uses this to go at the pace of the client instead of overflowing the
+    /// queue.
+    pub async fn wait_for_room(&self, bytes: usize) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let state = self.lock();
+                if state.bytes <= bytes || state.closed {
+                    return;
+                }
+            }
+            drained.await;
+        }
     }
 
     /// Whether no more frames are accepted.
@@ -216,6 +243,7 @@ impl Outbox {
             // Leave a permit so the next call does not wait for frames already queued.
             self.notify.notify_one();
         }
+        self.drained.notify_waiters();
         Some(Batch::Frames)
     }
 
@@ -292,6 +320,24 @@ mod tests {
         assert_eq!(outbox.next_batch(&mut out, 64).await, Batch::Frames);
         assert_eq!(&out[..], b"az");
         assert_eq!(outbox.next_batch(&mut out, 64).await, Batch::Closed);
+    }
+
+    #[tokio::test]
+    async fn producers_wait_for_room() {
+        let outbox = std::sync::Arc::new(Outbox::new(1024));
+        outbox.push(frame("0123456789")).unwrap();
+        let producer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.wait_for_room(4).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!producer.is_finished());
+        let mut out = BytesMut::new();
+        outbox.next_batch(&mut out, 1024).await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), producer)
+            .await
+            .expect("producer woke")
+            .unwrap();
     }
 
     #[tokio::test]
