@@ -45,6 +45,8 @@ function indent(text) {
  * Spawns the chat binary on a free loopback port and waits until it is ready.
  *
  * @param {string[]} [extraArgs] more command-line flags, e.g. ['--max-message-size', '1024']
+ * @param {{bin?: string, hubPath?: string}} [options] another binary speaking the same
+ *   contract (e.g. the e2e test server) and the path of its hub
  * @returns {Promise<{
  *   url: string, hubUrl: string, port: number, proc: import('node:child_process').ChildProcess,
  *   stderr: () => string, exitStatus: () => null | {code: number|null, signal: string|null},
@@ -52,8 +54,8 @@ function indent(text) {
  *   stop: () => Promise<{code: number|null, signal: string|null}>
  * }>}
  */
-export async function startChat(extraArgs = []) {
-  const bin = chatBinaryPath();
+export async function startChat(extraArgs = [], options = {}) {
+  const bin = options.bin ?? chatBinaryPath();
   let isFile = false;
   try {
     isFile = statSync(bin).isFile();
@@ -61,7 +63,9 @@ export async function startChat(extraArgs = []) {
     isFile = false;
   }
   if (!isFile) {
-    throw new Error(`chat binary not found at ${bin}: run \`cargo build -p chat\` first`);
+    throw new Error(
+      `${path.basename(bin)} binary not found at ${bin}: run \`cargo build -p ${path.basename(bin)}\` first`,
+    );
   }
 
   const args = ['--listen', '127.0.0.1:0', ...extraArgs];
@@ -180,7 +184,7 @@ export async function startChat(extraArgs = []) {
 
   return {
     url,
-    hubUrl: `${url}/chat`,
+    hubUrl: `${url}${options.hubPath ?? '/chat'}`,
     port,
     proc,
     stderr: () => stderr,
