@@ -68,6 +68,7 @@
 //! an error and `allowReconnect: true`; senders never wait for it and other clients are not
 //! affected.
 
+pub mod auth;
 pub mod connection;
 mod error;
 pub mod hub;
@@ -79,6 +80,7 @@ pub mod transport;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+pub use auth::{AuthError, Authenticator, Identity};
 pub use connection::{HubConnection, SendError};
 pub use error::{HubError, Rejection};
 pub use hub::{
