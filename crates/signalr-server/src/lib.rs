@@ -94,7 +94,7 @@ pub use lifetime::{
 };
 pub use options::HubOptions;
 pub use router::serve;
-pub use transport::TransportOptions;
+pub use transport::{CorsOptions, TransportOptions};
 
 /// The wire protocol crate, re-exported.
 pub use signalr_protocol as protocol;
