@@ -257,27 +257,32 @@ async fn many_messages_across_slow_polls_arrive_in_order_once() {
         });
         let mut received = Vec::new();
         let mut polls = 0;
-        while received.len() < COUNT {
-            // A slow client: messages pile up between its polls.
-            tokio::time::sleep(Duration::from_millis(15)).await;
-            polls += 1;
-            let response = client.poll().await;
-            assert_eq!(response.status, 200);
-            let mut buf = bytes::BytesMut::from(&response.body[..]);
-            while let Some(message) = protocol.parse_message(&mut buf, usize::MAX).unwrap() {
-                match message {
-                    HubMessage::Invocation(invocation) => {
-                        assert_eq!(invocation.target, "message");
-                        let value: usize = invocation.arguments.into_values().unwrap()[0]
-                            .decode()
-                            .unwrap();
-                        received.push(value);
+        let receiving = async {
+            while received.len() < COUNT {
+                // A slow client: messages pile up between its polls.
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                polls += 1;
+                let response = client.poll().await;
+                assert_eq!(response.status, 200);
+                let mut buf = bytes::BytesMut::from(&response.body[..]);
+                while let Some(message) = protocol.parse_message(&mut buf, usize::MAX).unwrap() {
+                    match message {
+                        HubMessage::Invocation(invocation) => {
+                            assert_eq!(invocation.target, "message");
+                            let value: usize = invocation.arguments.into_values().unwrap()[0]
+                                .decode()
+                                .unwrap();
+                            received.push(value);
+                        }
+                        other => panic!("{other:?}"),
                     }
-                    other => panic!("{other:?}"),
                 }
+                assert!(buf.is_empty(), "a poll body ended inside a message");
             }
-            assert!(buf.is_empty(), "a poll body ended inside a message");
-        }
+        };
+        tokio::time::timeout(Duration::from_secs(60), receiving)
+            .await
+            .expect("all messages within a minute");
         sender.await.unwrap();
         assert_eq!(received, (0..COUNT).collect::<Vec<_>>(), "{protocol:?}");
         assert!(polls > 1);

@@ -74,7 +74,8 @@ async fn stragglers_are_dropped_after_the_timeout() {
     let hub = test_hub_builder()
         .configure_transports(|t| {
             t.poll_timeout = Duration::from_secs(3600);
-            t.shutdown_timeout = Duration::from_millis(300);
+            // Long enough for the poll below to be in before the stragglers are dropped.
+            t.shutdown_timeout = Duration::from_secs(1);
         })
         .build();
     let addr = serve_hub(&hub).await;
