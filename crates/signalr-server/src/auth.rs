@@ -8,6 +8,12 @@
 //! every long poll, send and delete), and the hub layer reads the identity of the request
 //! that started a connection ([`Context::identity`](crate::Context::identity)).
 //!
+//! A connection's identity is the one of the request that started it (the WebSocket upgrade,
+//! the event stream, the first long poll). Later requests of the connection (polls, sends)
+//! are authenticated and authorized again and refused with `401`/`403` as any other, but a
+//! different identity on them does not replace the connection's (ASP.NET Core only logs
+//! such a change).
+//!
 //! The bearer token is taken from `Authorization: Bearer …` or, because browsers cannot set
 //! headers on WebSockets and EventSource, from the `access_token` query parameter (the
 //! official clients use both, see protocol.md §11).

@@ -18,7 +18,7 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::connections::InboundSender;
+use super::connections::{InboundSender, new_id};
 use super::endpoint::{Endpoint, Refusal, query_param};
 use super::{Batch, INBOUND_CHANNEL_CAPACITY, Outbox, TransportError, TransportType};
 use crate::auth::Identity;
@@ -54,12 +54,7 @@ pub(crate) fn accept(
         None => {
             let (inbound, application) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
             let outbox = Arc::new(Outbox::new(endpoint.options.max_buffered_bytes));
-            (
-                super::connections::new_id().into(),
-                inbound,
-                Some(application),
-                outbox,
-            )
+            (new_id().into(), inbound, Some(application), outbox)
         }
     };
     if application.is_some() && endpoint.lifecycle.is_shutting_down() {
