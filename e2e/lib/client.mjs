@@ -2,6 +2,7 @@
 // end-to-end tests. Nothing here speaks the protocol itself: every byte on the wire comes
 // from the unmodified npm client.
 
+import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import {
   HttpTransportType,
@@ -10,6 +11,8 @@ import {
   LogLevel,
 } from '@microsoft/signalr';
 import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
+
+import { assertIncludes } from './values.mjs';
 
 export { HubConnectionState, LogLevel };
 
@@ -41,6 +44,13 @@ export function withTimeout(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** The client's transport classes by the names HttpTransportType uses. */
+const TRANSPORT_CLASSES = {
+  WebSocketTransport: 'WebSockets',
+  ServerSentEventsTransport: 'ServerSentEvents',
+  LongPollingTransport: 'LongPolling',
+};
+
 /** One connection to the chat hub plus a record of every `broadcastMessage` it received. */
 export class ChatClient {
   /**
@@ -63,6 +73,11 @@ export class ChatClient {
         this.closeError = error;
         resolve(error);
       });
+    });
+
+    /** Resolves with the error passed to onreconnecting (automatic reconnect only). */
+    this.reconnecting = new Promise((resolve) => {
+      connection.onreconnecting((error) => resolve(error));
     });
 
     // Registered before start() so that nothing is missed and the client never logs
@@ -155,6 +170,16 @@ export class ChatClient {
     return this.connection.state;
   }
 
+  /**
+   * The transport the client ended up on: 'WebSockets', 'ServerSentEvents' or 'LongPolling'.
+   * Reads the client's internals (HubConnection.connection.transport), which the tests need
+   * to prove a fallback happened; undefined if they ever change shape.
+   */
+  get transport() {
+    const name = this.connection.connection?.transport?.constructor?.name;
+    return TRANSPORT_CLASSES[name];
+  }
+
   /** Stops the connection (bounded); never throws. */
   async stop() {
     if (this.connection.state === HubConnectionState.Disconnected) return;
@@ -166,26 +191,51 @@ export class ChatClient {
   }
 }
 
+/** The transports of @microsoft/signalr by name; 'auto' lets the client negotiate. */
+export const TRANSPORTS = ['WebSockets', 'ServerSentEvents', 'LongPolling'];
+
 /**
- * Builds and starts a connection to the hub at `url` over WebSockets.
+ * Builds and starts a connection to the hub at `url`.
  *
  * @param {string} url hub URL, e.g. http://127.0.0.1:PORT/chat
  * @param {{protocol?: 'json'|'messagepack', skipNegotiation?: boolean, user?: string,
+ *          transport?: 'WebSockets'|'ServerSentEvents'|'LongPolling'|'auto',
+ *          accessToken?: string, reconnect?: boolean,
  *          logLevel?: LogLevel, label?: string}} [options]
  *   `user` sets the `user` query parameter (the server's user id for SendToUser).
+ *   `transport` defaults to WebSockets; 'auto' offers the client every transport, so it takes
+ *   the first one the server lists that works (falling back as the official client does).
+ *   `accessToken` is returned by the client's accessTokenFactory (bearer authentication).
+ *   `reconnect` turns on withAutomaticReconnect().
  *   `logLevel` defaults to Warning; tests that provoke an error close pass LogLevel.None.
  * @returns {Promise<ChatClient>}
  */
 export async function connect(
   url,
-  { protocol = 'json', skipNegotiation = false, user, logLevel = LogLevel.Warning, label } = {},
+  {
+    protocol = 'json',
+    skipNegotiation = false,
+    user,
+    transport = 'WebSockets',
+    accessToken,
+    reconnect = false,
+    logLevel = LogLevel.Warning,
+    label,
+  } = {},
 ) {
   const hubUrl = new URL(url);
   if (user !== undefined) hubUrl.searchParams.set('user', user);
 
+  const httpOptions = { skipNegotiation };
+  if (transport !== 'auto') {
+    if (!TRANSPORTS.includes(transport)) throw new Error(`unknown transport ${transport}`);
+    httpOptions.transport = HttpTransportType[transport];
+  }
+  if (accessToken !== undefined) httpOptions.accessTokenFactory = () => accessToken;
   let builder = new HubConnectionBuilder()
-    .withUrl(hubUrl.toString(), { transport: HttpTransportType.WebSockets, skipNegotiation })
+    .withUrl(hubUrl.toString(), httpOptions)
     .configureLogging(logLevel);
+  if (reconnect) builder = builder.withAutomaticReconnect();
   if (protocol === 'messagepack') {
     builder = builder.withHubProtocol(new MessagePackHubProtocol());
   } else if (protocol !== 'json') {
@@ -194,7 +244,8 @@ export async function connect(
 
   const name =
     label ??
-    `[${protocol}${skipNegotiation ? ' skipNegotiation' : ''}${user !== undefined ? ` user=${user}` : ''}]`;
+    `[${protocol}${transport !== 'WebSockets' ? ` ${transport}` : ''}` +
+      `${skipNegotiation ? ' skipNegotiation' : ''}${user !== undefined ? ` user=${user}` : ''}]`;
   const client = new ChatClient(builder.build(), name);
   try {
     await withTimeout(client.connection.start(), WAIT_MS, `${name}: start ${hubUrl}`);
@@ -203,6 +254,39 @@ export async function connect(
     throw err;
   }
   return client;
+}
+
+/**
+ * Invokes Echo(payload) on `client` and expects the server to close the connection with an
+ * error Close message mentioning the maximum message size (so `onclose` gets an Error), and
+ * the invocation to be rejected rather than answered.
+ */
+export async function expectOversizeClose(client, payload) {
+  const outcome = client.connection.invoke('Echo', payload).then(
+    (value) => ({ value }),
+    (error) => ({ error }),
+  );
+  const first = await withTimeout(
+    Promise.race([outcome, client.closed.then(() => null)]),
+    WAIT_MS,
+    `${client.label}: neither a reply to nor a close after Echo of ${payload.length} bytes`,
+  );
+  if (first && 'value' in first) {
+    assert.fail(
+      `${client.label}: the server answered an Echo of ${payload.length} bytes instead of closing the connection`,
+    );
+  }
+  const error = await withTimeout(
+    client.closed,
+    WAIT_MS,
+    `${client.label}: onclose after Echo of ${payload.length} bytes` +
+      (first?.error ? ` (the invocation was rejected with: ${first.error.message})` : ''),
+  );
+  assert.ok(error instanceof Error, `${client.label}: onclose got ${error} instead of an Error`);
+  assertIncludes(error.message, 'maximum message size');
+  assert.equal(client.state, HubConnectionState.Disconnected);
+  const settled = await withTimeout(outcome, WAIT_MS, `${client.label}: the oversize Echo to settle`);
+  assert.ok('error' in settled, `${client.label}: the oversize Echo resolved after the close`);
 }
 
 /**

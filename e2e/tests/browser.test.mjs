@@ -1,5 +1,6 @@
 // The chat page (examples/chat/static) in headless Debian Chromium, driven through
-// playwright-core: two pages, one on JSON and one on MessagePack, talk to each other.
+// playwright-core: two pages, one on JSON and one on MessagePack, talk to each other; over
+// WebSockets, and forced onto Server-Sent Events and long polling.
 
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -74,11 +75,19 @@ async function transcript(page) {
 async function withChatPages(t, body) {
   const sessions = [];
 
-  async function open({ name, protocol, user }) {
+  async function open({ name, protocol, user, transport }) {
     const [server, browser] = await Promise.all([chat.get(), getBrowser()]);
     const context = await browser.newContext();
     const page = await context.newPage();
-    const session = { label: `${name} (${protocol})`, name, context, page, problems: [] };
+    const label = `${name} (${protocol}${transport ? ` over ${transport}` : ''})`;
+    const session = { label, name, context, page, problems: [], requests: [] };
+    // What the page asked the hub for, to tell which transport it really used.
+    page.on('request', (request) => {
+      const url = new URL(request.url());
+      if (url.pathname === '/chat') {
+        session.requests.push({ method: request.method(), type: request.resourceType(), url });
+      }
+    });
     sessions.push(session);
     page.on('pageerror', (err) => session.problems.push(`pageerror: ${err.message}`));
     page.on('console', (msg) => {
@@ -104,6 +113,7 @@ async function withChatPages(t, body) {
     await page.fill('#name', name);
     if (user !== undefined) await page.fill('#user', user);
     await page.selectOption('#protocol', protocol);
+    if (transport !== undefined) await page.selectOption('#transport', transport);
     await page.click('#connect');
     try {
       await page.waitForSelector('#status[data-state="connected"]');
@@ -262,6 +272,38 @@ describe('chat page in Chromium', () => {
       await a.page.fill('#to-user', userId);
       await sendFrom(a, '#send-user', 'just for you');
       await expectLine(b, a.name, 'just for you');
+    });
+  });
+
+  it('pages forced onto Server-Sent Events and long polling talk to each other', TEST, async (t) => {
+    await withChatPages(t, async (open) => {
+      const [a, b] = await Promise.all([
+        open({ name: uniqueId('ada'), protocol: 'json', transport: 'ServerSentEvents' }),
+        open({ name: uniqueId('bob'), protocol: 'messagepack', transport: 'LongPolling' }),
+      ]);
+
+      await sendFrom(a, '#send', 'over an event stream');
+      await expectLine(b, a.name, 'over an event stream');
+      await expectLine(a, a.name, 'over an event stream');
+      const reply = 'over long polls — ünïcödé 🚀';
+      await sendFrom(b, '#send', reply);
+      await expectLine(a, b.name, reply);
+      await expectLine(b, b.name, reply);
+
+      // The transports really were the ones asked for: an EventSource and POSTs for one
+      // page; polls (GET with the `_` cache buster) and POSTs for the other; no upgrade.
+      const kinds = (session) =>
+        new Set(
+          session.requests.map(({ method, type, url }) =>
+            method === 'GET' && url.searchParams.has('_') ? 'poll' : `${method} ${type}`,
+          ),
+        );
+      const sse = kinds(a);
+      assert.ok(sse.has('GET eventsource'), `${a.label}: ${[...sse]}`);
+      assert.ok(!sse.has('poll') && !sse.has('GET websocket'), `${a.label}: ${[...sse]}`);
+      const lp = kinds(b);
+      assert.ok(lp.has('poll'), `${b.label}: ${[...lp]}`);
+      assert.ok(!lp.has('GET eventsource') && !lp.has('GET websocket'), `${b.label}: ${[...lp]}`);
     });
   });
 });

@@ -11,6 +11,7 @@ import {
   WAIT_MS,
   clientScope,
   connect,
+  expectOversizeClose,
   uniqueId,
   withTimeout,
 } from '../lib/client.mjs';
@@ -18,39 +19,6 @@ import { sharedChat, startChat } from '../lib/server.mjs';
 import { LARGE_TEXT, UNICODE_TEXT, assertIncludes } from '../lib/values.mjs';
 
 const TEST = { timeout: 20_000 };
-
-/**
- * Invokes Echo(payload) on `client` and expects the server to close the connection with an
- * error Close message mentioning the maximum message size (so `onclose` gets an Error), and
- * the invocation to be rejected rather than answered.
- */
-async function expectOversizeClose(client, payload) {
-  const outcome = client.connection.invoke('Echo', payload).then(
-    (value) => ({ value }),
-    (error) => ({ error }),
-  );
-  const first = await withTimeout(
-    Promise.race([outcome, client.closed.then(() => null)]),
-    WAIT_MS,
-    `${client.label}: neither a reply to nor a close after Echo of ${payload.length} bytes`,
-  );
-  if (first && 'value' in first) {
-    assert.fail(
-      `${client.label}: the server answered an Echo of ${payload.length} bytes instead of closing the connection`,
-    );
-  }
-  const error = await withTimeout(
-    client.closed,
-    WAIT_MS,
-    `${client.label}: onclose after Echo of ${payload.length} bytes` +
-      (first?.error ? ` (the invocation was rejected with: ${first.error.message})` : ''),
-  );
-  assert.ok(error instanceof Error, `${client.label}: onclose got ${error} instead of an Error`);
-  assertIncludes(error.message, 'maximum message size');
-  assert.equal(client.state, HubConnectionState.Disconnected);
-  const settled = await withTimeout(outcome, WAIT_MS, `${client.label}: the oversize Echo to settle`);
-  assert.ok('error' in settled, `${client.label}: the oversize Echo resolved after the close`);
-}
 
 const chat = sharedChat();
 const clients = clientScope();

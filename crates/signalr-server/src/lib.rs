@@ -1,8 +1,8 @@
 //! An ASP.NET Core SignalR compatible hub server on axum.
 //!
 //! The official SignalR clients (npm `@microsoft/signalr`, .NET, Java) connect to it
-//! unchanged: negotiate, WebSockets, the JSON and MessagePack hub protocols, invocations with
-//! results, groups and users. Messages to many clients are serialized once per protocol and
+//! unchanged: negotiate, WebSockets, Server-Sent Events and long polling, the JSON and
+//! MessagePack hub protocols, invocations with results, groups and users. Messages to many clients are serialized once per protocol and
 //! shared; scale-out across nodes plugs in through one trait, [`HubLifetimeManager`].
 //!
 //! # Quick start
@@ -52,10 +52,55 @@
 //! Invocations from one connection run one at a time, in order (configurable with
 //! [`HubOptions::max_parallel_invocations`]).
 //!
+//! # Transports
+//!
+//! Negotiate offers WebSockets, Server-Sent Events and long polling, in that order (the JS
+//! client takes the first that works, falling back when one fails);
+//! [`TransportOptions::transports`] turns any of them off. Long polls wait up to
+//! [`TransportOptions::poll_timeout`] (90 s); a connection with no transport request for
+//! [`TransportOptions::disconnect_timeout`] (15 s) is disposed. SSE carries text only (JSON).
+//!
+//! # Authentication and CORS
+//!
+//! [`HubBuilder::authenticator`] runs an [`Authenticator`] on every HTTP request of the hub
+//! (negotiate and each transport request) with the bearer token from the `Authorization`
+//! header or the `access_token` query parameter. Refused: `401`. The [`Identity`] of the
+//! request that starts a connection is [`Context::identity`], and its `user_id` is the
+//! connection's user id for `Clients::user` (unless a user-id provider is set).
+//! [`HubBuilder::require_authentication`] refuses anonymous callers;
+//! [`HubBuilder::authorize`] is the hub's `[Authorize]` check (`403`).
+//!
+//! ```
+//! use signalr_server::{AuthError, Hub, Identity};
+//!
+//! let hub = Hub::builder()
+//!     .authenticator(|_request: &http::request::Parts, token: Option<&str>| match token {
+//!         Some("secret-of-alice") => Ok(Some(Identity::user("alice"))),
+//!         Some(_) => Err(AuthError::new("unknown token")),
+//!         None => Ok(None),
+//!     })
+//!     .require_authentication()
+//!     .build();
+//! # let _ = hub;
+//! ```
+//!
+//! Browsers on another origin need [`HubBuilder::cors`] with a [`CorsOptions`]: the allowed
+//! origin is echoed with credentials allowed, preflights are answered without
+//! authentication, and other origins get no CORS headers.
+//!
+//! # Graceful shutdown
+//!
+//! [`Hub::shutdown`] refuses new connections (`503`), sends every connection a Close message
+//! with "Server is shutting down." and `allowReconnect: true` (so clients with automatic
+//! reconnect go elsewhere), and waits, at most [`TransportOptions::shutdown_timeout`] (5 s),
+//! for them to go.
+//!
 //! # Layers
 //!
-//! - `transport`: HTTP (negotiate, WebSockets), bytes and connection tokens. It never imports
-//!   hubs or lifetime managers.
+//! - `transport`: HTTP (negotiate, WebSockets, SSE, long polling, CORS), bytes and connection
+//!   tokens. It never imports hubs or lifetime managers.
+//! - `auth`: who a request comes from; used by the transports (to admit requests) and by
+//!   hubs (to know the caller).
 //! - `connection`: one connection's lifecycle (handshake, message loop, keep-alive, close).
 //! - `hub`: methods, extractors, clients, groups, contexts. It never imports axum.
 //! - `lifetime`: the [`HubLifetimeManager`] trait and the in-memory default.
@@ -68,6 +113,7 @@
 //! an error and `allowReconnect: true`; senders never wait for it and other clients are not
 //! affected.
 
+pub mod auth;
 pub mod connection;
 mod error;
 pub mod hub;
@@ -79,6 +125,7 @@ pub mod transport;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+pub use auth::{AuthError, Authenticator, Identity};
 pub use connection::{HubConnection, SendError};
 pub use error::{HubError, Rejection};
 pub use hub::{
@@ -92,7 +139,7 @@ pub use lifetime::{
 };
 pub use options::HubOptions;
 pub use router::serve;
-pub use transport::TransportOptions;
+pub use transport::{CorsOptions, TransportOptions};
 
 /// The wire protocol crate, re-exported.
 pub use signalr_protocol as protocol;

@@ -6,8 +6,8 @@ use common::{Client, http, start_test_hub};
 use serde_json::Value;
 use signalr_server::protocol::Protocol;
 
-/// Version 1: a public connection id and a different secret token, both URL-safe, and only
-/// the transports the server has.
+/// Version 1: a public connection id and a different secret token, both URL-safe, and the
+/// transports offered (all three by default, in ASP.NET Core's order).
 #[tokio::test]
 async fn negotiate_v1_returns_id_and_token() {
     let addr = start_test_hub(|_| {}).await;
@@ -28,7 +28,11 @@ async fn negotiate_v1_returns_id_and_token() {
     }
     assert_eq!(
         json["availableTransports"],
-        serde_json::json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}])
+        serde_json::json!([
+            {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
+            {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+            {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
+        ])
     );
     assert!(json.get("useStatefulReconnect").is_none());
     assert!(json.get("ProtocolVersion").is_none());
@@ -80,7 +84,7 @@ async fn negotiate_requires_post() {
 }
 
 /// The token connects once; an unknown token is 404; a second WebSocket for a live token is
-/// 409; a plain GET without upgrade is refused.
+/// 409; a plain GET (a long poll) with an unknown token is 404.
 #[tokio::test]
 async fn websocket_tokens_are_checked() {
     let addr = start_test_hub(|_| {}).await;

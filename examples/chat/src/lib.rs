@@ -11,19 +11,27 @@
 //! | `Echo(message)` | returns `message` |
 //!
 //! The demo identity of a connection is the `user` query parameter of its URL
-//! (`/chat?user=alice`); a real application takes it from authentication.
+//! (`/chat?user=alice`). With [`ChatConfig::auth_tokens`] set the hub authenticates instead:
+//! every request needs one of those bearer tokens (header or `access_token` query
+//! parameter), and the token's user is the connection's user id. That is a demo of the
+//! authenticator seam; a real application verifies signed tokens.
+//!
+//! All three transports are offered unless [`ChatConfig::transports`] says otherwise.
 //!
 //! `GET /` serves the page; `/lib/*.js` serves the official browser client from the npm
 //! packages installed in `examples/chat/node_modules` (`npm ci` in `examples/chat`).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use signalr_server::{Clients, Context, Groups, Hub, HubError};
+use signalr_server::protocol::TransportType;
+use signalr_server::{AuthError, Clients, Context, Groups, Hub, HubError, Identity};
 
 /// `Send(name, message)`: to everyone.
 async fn send(clients: Clients, name: String, message: String) -> Result<(), HubError> {
@@ -90,6 +98,11 @@ pub struct ChatConfig {
     pub max_message_size: usize,
     /// Where the npm packages of the page are installed (`examples/chat/node_modules`).
     pub node_modules: PathBuf,
+    /// Transports offered, in preference order. Default: all three.
+    pub transports: Vec<TransportType>,
+    /// Demo authentication: bearer token → user id. When set, every request needs one of
+    /// these tokens. Default: none (anonymous, user id from the query).
+    pub auth_tokens: Option<HashMap<String, String>>,
 }
 
 impl Default for ChatConfig {
@@ -97,27 +110,80 @@ impl Default for ChatConfig {
         ChatConfig {
             max_message_size: 32 * 1024,
             node_modules: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/node_modules")),
+            transports: signalr_server::TransportOptions::default().transports,
+            auth_tokens: None,
         }
+    }
+}
+
+/// Parse `alice=tokenA,bob=tokenB` into token → user.
+pub fn parse_auth_tokens(spec: &str) -> Result<HashMap<String, String>, String> {
+    let mut tokens = HashMap::new();
+    for pair in spec.split(',').filter(|pair| !pair.trim().is_empty()) {
+        let (user, token) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not USER=TOKEN"))?;
+        let (user, token) = (user.trim(), token.trim());
+        if user.is_empty() || token.is_empty() {
+            return Err(format!("`{pair}` is not USER=TOKEN"));
+        }
+        tokens.insert(token.to_owned(), user.to_owned());
+    }
+    Ok(tokens)
+}
+
+/// Parse a transport name: `WebSockets`, `ServerSentEvents` or `LongPolling`.
+pub fn parse_transport(name: &str) -> Result<TransportType, String> {
+    match name.trim() {
+        "WebSockets" => Ok(TransportType::WebSockets),
+        "ServerSentEvents" => Ok(TransportType::ServerSentEvents),
+        "LongPolling" => Ok(TransportType::LongPolling),
+        other => Err(format!(
+            "unknown transport `{other}` (WebSockets, ServerSentEvents, LongPolling)"
+        )),
     }
 }
 
 /// The chat hub.
 pub fn hub(config: &ChatConfig) -> Hub {
-    Hub::builder()
+    let builder = Hub::builder()
         .method("Send", send)
         .method("JoinGroup", join_group)
         .method("LeaveGroup", leave_group)
         .method("SendToGroup", send_to_group)
         .method("SendToUser", send_to_user)
         .method("Echo", echo)
-        .user_id_provider(user_from_query)
         .configure(|options| options.max_receive_message_size = config.max_message_size)
-        .build()
+        .configure_transports(|transports| transports.transports = config.transports.clone());
+    match &config.auth_tokens {
+        // The authenticated identity's user id becomes the connection's user id.
+        Some(tokens) => {
+            let tokens = Arc::new(tokens.clone());
+            builder
+                .authenticator(move |_: &axum::http::request::Parts, token: Option<&str>| {
+                    match token {
+                        None => Ok(None),
+                        Some(token) => tokens
+                            .get(token)
+                            .map(|user| Some(Identity::user(user)))
+                            .ok_or_else(|| AuthError::new("unknown token")),
+                    }
+                })
+                .require_authentication()
+                .build()
+        }
+        None => builder.user_id_provider(user_from_query).build(),
+    }
 }
 
 /// The whole application: the hub at `/chat` and the page at `/`.
 pub fn app(config: ChatConfig) -> Router {
     let chat = hub(&config);
+    router(config, &chat)
+}
+
+/// The application around an existing hub (to keep a handle for [`Hub::shutdown`]).
+pub fn router(config: ChatConfig, chat: &Hub) -> Router {
     let page = Router::new()
         .route(
             "/",

@@ -8,6 +8,9 @@
 // SendToGroup(group, name, message), SendToUser(user, name, message).
 // Client method: broadcastMessage(name, message).
 //
+// The transport select forces WebSockets, Server-Sent Events or long polling; "Automatic"
+// lets the client take the first transport the server offers that works.
+//
 // Every piece of text from the network or the user is inserted with textContent, never as HTML.
 
 (function () {
@@ -22,6 +25,7 @@
     name: $('name'),
     user: $('user'),
     protocol: $('protocol'),
+    transport: $('transport'),
     connect: $('connect'),
     messages: $('messages'),
     messageForm: $('message-form'),
@@ -50,6 +54,7 @@
     ui.name.disabled = !idle;
     ui.user.disabled = !idle;
     ui.protocol.disabled = !idle;
+    ui.transport.disabled = !idle;
     ui.connect.textContent = idle ? 'Connect' : 'Disconnect';
     for (const button of document.querySelectorAll('[data-needs-connection]')) {
       button.disabled = state !== 'connected';
@@ -107,9 +112,12 @@
       return;
     }
     const useMessagePack = ui.protocol.value === 'messagepack';
+    // 'auto' lets the client pick the first transport the server offers that works.
+    const transport = ui.transport.value;
+    const options = transport === 'auto' ? {} : { transport: signalR.HttpTransportType[transport] };
 
     const builder = new signalR.HubConnectionBuilder()
-      .withUrl(hubUrl())
+      .withUrl(hubUrl(), options)
       .withAutomaticReconnect()
       .configureLogging(signalR.LogLevel.Warning);
     if (useMessagePack) {
@@ -149,7 +157,8 @@
     }
     if (conn === connection) {
       setStatus('connected');
-      notice(`Connected as ${name} (${useMessagePack ? 'MessagePack' : 'JSON'}).`);
+      const over = transport === 'auto' ? '' : ` over ${transport}`;
+      notice(`Connected as ${name} (${useMessagePack ? 'MessagePack' : 'JSON'}${over}).`);
     }
   }
 

@@ -17,6 +17,7 @@ use signalr_protocol::{Completion, Protocol};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Identity;
 use crate::lifetime::SerializedMessage;
 use crate::transport::{Outbox, PushError, TransportType};
 
@@ -35,6 +36,8 @@ pub struct HubConnection {
     outbox: Arc<Outbox>,
     /// The request that opened the connection (headers, query), for hub methods that need it.
     request: Arc<http::request::Parts>,
+    /// Who opened the connection, as the endpoint's authenticator established it.
+    identity: Option<Arc<Identity>>,
     /// Per-connection values the application keeps between invocations (`Context.Items`).
     items: Mutex<http::Extensions>,
     /// Cancelled when the connection should end (server abort) or has ended; hub methods
@@ -74,11 +77,24 @@ impl HubConnection {
             transport,
             outbox,
             request,
+            identity: None,
             items: Mutex::new(http::Extensions::new()),
             closed: CancellationToken::new(),
             pending_results: Mutex::new(HashMap::new()),
             next_invocation_id: AtomicU64::new(1),
         }
+    }
+
+    /// Attach the identity the transport authenticated.
+    pub(crate) fn with_identity(mut self, identity: Option<Arc<Identity>>) -> HubConnection {
+        self.identity = identity;
+        self
+    }
+
+    /// Who opened the connection, if the hub authenticates requests and the caller was not
+    /// anonymous.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
     }
 
     /// The connection id.

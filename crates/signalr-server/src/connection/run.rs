@@ -66,6 +66,8 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
         transport: transport_type,
         mut inbound,
         outbox,
+        identity,
+        shutdown,
     } = transport;
     let supports_binary = match transport_type {
         TransportType::ServerSentEvents => false,
@@ -144,20 +146,25 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
         outbox.set_overflow_frame(frame);
     }
 
-    let user_id = hub
-        .core
-        .user_id_provider
-        .as_ref()
-        .and_then(|provider| provider(&request))
-        .map(Arc::<str>::from);
-    let connection = Arc::new(HubConnection::new(
-        connection_id,
-        user_id,
-        protocol,
-        transport_type,
-        outbox.clone(),
-        request,
-    ));
+    // The hub's provider wins; else the authenticated identity's user id.
+    let user_id = match &hub.core.user_id_provider {
+        Some(provider) => provider(&request),
+        None => identity
+            .as_ref()
+            .and_then(|identity| identity.user_id.clone()),
+    }
+    .map(Arc::<str>::from);
+    let connection = Arc::new(
+        HubConnection::new(
+            connection_id,
+            user_id,
+            protocol,
+            transport_type,
+            outbox.clone(),
+            request,
+        )
+        .with_identity(identity),
+    );
     tracing::debug!(connection_id = %connection.id(), protocol = protocol.name(), "hub connection started");
 
     if let Err(error) = hub.core.manager.on_connected(&connection).await {
@@ -179,7 +186,9 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
         },
         Ok(()) => {
             let mut dispatcher = Dispatcher::new(&hub, &connection);
-            dispatcher.run(&mut inbound, buf, transport_type).await
+            dispatcher
+                .run(&mut inbound, buf, transport_type, &shutdown)
+                .await
         }
     };
 
@@ -339,6 +348,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         inbound: &mut mpsc::Receiver<Result<Bytes, TransportError>>,
         mut buf: BytesMut,
         transport_type: TransportType,
+        shutdown: &tokio_util::sync::CancellationToken,
     ) -> Ending {
         let core: &HubCore = &self.hub.core;
         let options = &core.options;
@@ -371,6 +381,12 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                         Ending::SlowConsumer
                     } else {
                         Ending::Aborted
+                    };
+                }
+                () = shutdown.cancelled() => {
+                    return Ending::Error {
+                        message: "Server is shutting down.".to_owned(),
+                        allow_reconnect: true,
                     };
                 }
                 Some(()) = self.running.next(), if !self.running.is_empty() => {}

@@ -34,6 +34,12 @@ impl Context {
         self.connection.request()
     }
 
+    /// Who opened the connection, as the hub's authenticator established it (`None`:
+    /// anonymous, or the hub does not authenticate).
+    pub fn identity(&self) -> Option<&crate::auth::Identity> {
+        self.connection.identity().map(|identity| &**identity)
+    }
+
     /// Values kept for the connection's lifetime (`Context.Items`), typed.
     ///
     /// ```

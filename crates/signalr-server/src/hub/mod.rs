@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use crate::lifetime::{HubLifetimeManager, MemoryLifetimeManager};
 use crate::options::HubOptions;
-use crate::transport::{ConnectionApp, TransportOptions, TransportType};
+use crate::transport::lifecycle::Lifecycle;
+use crate::transport::{ConnectionApp, TransportOptions};
 pub use clients::{ClientProxy, Clients, HubClients, SingleClientProxy};
 pub use context::{Context, Groups, HubContext};
 pub use extract::{FromInvocation, InvocationId, InvocationParts, State};
@@ -64,6 +65,8 @@ pub struct Hub {
     pub(crate) core: Arc<HubCore>,
     pub(crate) app: Arc<dyn ConnectionApp>,
     pub(crate) transport_options: TransportOptions,
+    /// Shutdown state shared by every endpoint this hub is mounted as.
+    pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
 impl fmt::Debug for Hub {
@@ -311,13 +314,6 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
             !self.transport_options.transports.is_empty(),
             "a hub needs at least one transport"
         );
-        assert!(
-            self.transport_options
-                .transports
-                .iter()
-                .all(|t| *t == TransportType::WebSockets),
-            "only the WebSockets transport is available in this version"
-        );
         let core = Arc::new(HubCore {
             manager: self
                 .manager
@@ -336,6 +332,7 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
             core,
             app: inner,
             transport_options: self.transport_options,
+            lifecycle: Arc::default(),
         }
     }
 }

@@ -1,18 +1,46 @@
-//! The table of logical connections an endpoint knows by token.
+//! The table of logical connections an endpoint knows by token, and the state of each.
 //!
-//! Negotiate creates an entry; the transport request that follows (`?id=TOKEN`) claims it.
-//! An entry that is never claimed (the JS client re-negotiates for every transport it tries,
-//! abandoning the earlier tokens) is reaped after the disconnect timeout, so abandoned
-//! negotiations cannot pile up.
+//! Negotiate creates an [`Entry`] holding the connection's pipes, as ASP.NET Core's
+//! `HttpConnectionContext` does: the inbound channel (client → application) and the
+//! [`Outbox`] (application → client). The pipes outlive any single HTTP request, which is
+//! what the HTTP transports need: long polling serves one connection with a string of poll
+//! requests and POSTs, Server-Sent Events with one stream plus POSTs. A transport request
+//! *activates* the entry and borrows the pipes; the first activation also hands over the
+//! application's end of the inbound channel, which starts the application.
+//!
+//! Status, as in ASP.NET Core:
+//!
+//! - **Inactive**: no transport request holds the connection (negotiated and not used yet,
+//!   or a long-polling connection between two polls). An entry inactive for longer than the
+//!   disconnect timeout is disposed by the endpoint's housekeeping: this reaps abandoned
+//!   negotiations (the JS client re-negotiates for each transport it tries) and long-polling
+//!   clients that went away.
+//! - **Active**: a WebSocket, an SSE stream or a long poll is in progress.
+//! - **Disposed**: gone from the table. Its inbound sender is dropped (the application sees
+//!   its input end), its outbox abandoned, an outstanding poll ended.
+//!
+//! The transport type is fixed by the first transport request; another type later is refused.
+//!
+//! # Stateful reconnect
+//!
+//! Not implemented, but the shape is ready for it: a WebSocket that ends on a connection that
+//! negotiated stateful reconnect would call [`Entry::deactivate`] instead of
+//! [`ConnectionTable::dispose`]. The entry then keeps its pipes and its application running
+//! and is reaped only after the disconnect timeout; a new WebSocket with the same token gets
+//! an [`Activation`] without an application end (the application is already running) and
+//! re-attaches to the same outbox, whose unacknowledged frames it would replay.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use bytes::Bytes;
 use rand::RngCore;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::TransportType;
+use super::{INBOUND_CHANNEL_CAPACITY, Outbox, TransportError, TransportType};
 
 /// A new random id: 16 random bytes, base64url without padding (22 characters), URL-safe as
 /// the clients need (they put tokens in URLs without encoding them).
@@ -22,78 +50,271 @@ pub(crate) fn new_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Why a token could not be claimed.
-#[derive(Debug, PartialEq, Eq)]
+/// Inbound items: byte chunks, or why the transport failed.
+pub(crate) type InboundSender = mpsc::Sender<Result<Bytes, TransportError>>;
+/// The application's end of the inbound channel.
+pub(crate) type InboundReceiver = mpsc::Receiver<Result<Bytes, TransportError>>;
+
+/// Why a token could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClaimError {
-    /// No such token (never negotiated, expired or already gone): HTTP 404.
+    /// No such token (never negotiated, expired or disposed): HTTP 404.
     NotFound,
-    /// The connection already has an active transport request of this kind: HTTP 409.
+    /// The connection already has an active request of this persistent transport: HTTP 409.
     Conflict,
     /// The connection uses another transport: HTTP 400.
     WrongTransport,
 }
 
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// No transport request holds it; reaped after the disconnect timeout.
+    Inactive,
+    /// A transport request holds it.
+    Active,
+    /// Gone.
+    Disposed,
+}
+
+/// What a transport request got from [`Entry::activate`].
 #[derive(Debug)]
-struct Entry {
-    connection_id: Arc<str>,
-    negotiated_at: Instant,
-    active: Option<TransportType>,
+pub(crate) struct Activation {
+    /// Where the request feeds client bytes.
+    pub(crate) inbound: InboundSender,
+    /// `Some` on the first activation: the caller starts the application with it.
+    pub(crate) application: Option<InboundReceiver>,
+}
+
+/// One negotiated connection.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) token: String,
+    pub(crate) connection_id: Arc<str>,
+    /// Outbound frames, shared by every transport request of the connection.
+    pub(crate) outbox: Arc<Outbox>,
+    state: Mutex<EntryState>,
+    /// Held while a POST body is fed to the application, so that two bodies (each possibly
+    /// part of a message) cannot interleave. The JS client never overlaps its POSTs; others
+    /// might.
+    pub(crate) sends: tokio::sync::Mutex<()>,
+    /// Held by the long poll being served: a new poll waits for the one it replaces to have
+    /// finished, so two polls never drain the outbox at once.
+    pub(crate) polls: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct EntryState {
+    transport: Option<TransportType>,
+    status: Status,
+    /// When the entry last became inactive (or was negotiated).
+    last_seen: Instant,
+    /// Dropped on disposal, which ends the application's input (besides the clones
+    /// requests hold while they feed it).
+    inbound: Option<InboundSender>,
+    /// The application's end, until the first transport request starts the application.
+    application: Option<InboundReceiver>,
+    /// The long poll in progress: its number and what ends it (with 204).
+    poll: Option<(u64, CancellationToken)>,
+    /// Numbers polls, so a finishing poll can tell whether a newer one replaced it.
+    polls_started: u64,
+}
+
+impl Entry {
+    fn new(token: String, connection_id: Arc<str>, max_buffered_bytes: usize) -> Entry {
+        let (inbound, application) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
+        Entry {
+            token,
+            connection_id,
+            outbox: Arc::new(Outbox::new(max_buffered_bytes)),
+            state: Mutex::new(EntryState {
+                transport: None,
+                status: Status::Inactive,
+                last_seen: Instant::now(),
+                inbound: Some(inbound),
+                application: Some(application),
+                poll: None,
+                polls_started: 0,
+            }),
+            sends: tokio::sync::Mutex::new(()),
+            polls: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Take the connection for a transport request: fix its transport type on first use,
+    /// refuse another type, refuse a second concurrent WebSocket or SSE stream, and mark it
+    /// active. A long poll replacing an outstanding one is not refused: the long-polling
+    /// transport ends the old poll itself ([`Entry::begin_poll`]).
+    pub(crate) fn activate(&self, transport: TransportType) -> Result<Activation, ClaimError> {
+        let mut state = self.lock();
+        if state.status == Status::Disposed {
+            return Err(ClaimError::NotFound);
+        }
+        match state.transport {
+            Some(fixed) if fixed != transport => return Err(ClaimError::WrongTransport),
+            _ => {}
+        }
+        let persistent = transport != TransportType::LongPolling;
+        if persistent && state.status == Status::Active {
+            return Err(ClaimError::Conflict);
+        }
+        let inbound = state.inbound.clone().ok_or(ClaimError::NotFound)?;
+        state.transport = Some(transport);
+        state.status = Status::Active;
+        Ok(Activation {
+            inbound,
+            application: state.application.take(),
+        })
+    }
+
+    /// The transport request let go of the connection; it stays alive, inactive, until the
+    /// disconnect timeout (a long-polling connection between polls).
+    pub(crate) fn deactivate(&self) {
+        let mut state = self.lock();
+        if state.status == Status::Active {
+            state.status = Status::Inactive;
+            state.last_seen = Instant::now();
+        }
+    }
+
+    /// The transport type fixed by the first transport request.
+    pub(crate) fn transport(&self) -> Option<TransportType> {
+        self.lock().transport
+    }
+
+    /// A sender into the application's input, for a POST; `None` once disposed.
+    pub(crate) fn inbound(&self) -> Option<InboundSender> {
+        self.lock().inbound.clone()
+    }
+
+    /// Register a new long poll: the outstanding one (if any) is told to end with 204.
+    /// Returns the new poll's number and what ends it, or `None` if the connection is
+    /// disposed.
+    pub(crate) fn begin_poll(&self) -> Option<(u64, CancellationToken)> {
+        let mut state = self.lock();
+        if state.status == Status::Disposed {
+            return None;
+        }
+        state.polls_started += 1;
+        let poll = (state.polls_started, CancellationToken::new());
+        if let Some((_, previous)) = state.poll.replace(poll.clone()) {
+            previous.cancel();
+        }
+        state.status = Status::Active;
+        Some(poll)
+    }
+
+    /// Long poll number `poll` finished (answered, or abandoned by the client). Unless a
+    /// newer poll took over meanwhile, the connection becomes inactive.
+    pub(crate) fn end_poll(&self, poll: u64) {
+        let mut state = self.lock();
+        if state
+            .poll
+            .as_ref()
+            .is_some_and(|(current, _)| *current == poll)
+        {
+            state.poll = None;
+            if state.status == Status::Active {
+                state.status = Status::Inactive;
+                state.last_seen = Instant::now();
+            }
+        }
+    }
+
+    /// Mark disposed and release everything the connection holds.
+    fn dispose(&self) {
+        let mut state = self.lock();
+        state.status = Status::Disposed;
+        state.inbound = None;
+        state.application = None;
+        if let Some((_, poll)) = state.poll.take() {
+            poll.cancel();
+        }
+        drop(state);
+        // Nobody will read what is still queued; pushes from now on fail fast.
+        self.outbox.abandon();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
+        // Every update is a few field writes under the lock; a panic cannot leave it torn.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Token → connection entries of one endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionTable {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
 impl ConnectionTable {
-    /// Record a negotiated connection.
-    pub(crate) fn insert_negotiated(&self, token: String, connection_id: Arc<str>) {
-        self.lock().insert(
-            token,
-            Entry {
-                connection_id,
-                negotiated_at: Instant::now(),
-                active: None,
-            },
-        );
+    /// Record a negotiated connection, with its pipes.
+    pub(crate) fn insert_negotiated(
+        &self,
+        token: String,
+        connection_id: Arc<str>,
+        max_buffered_bytes: usize,
+    ) -> Arc<Entry> {
+        let entry = Arc::new(Entry::new(token.clone(), connection_id, max_buffered_bytes));
+        self.lock().insert(token, entry.clone());
+        entry
     }
 
-    /// Claim a negotiated connection for a transport request.
-    pub(crate) fn claim(
-        &self,
-        token: &str,
-        transport: TransportType,
-    ) -> Result<Arc<str>, ClaimError> {
-        let mut entries = self.lock();
-        let entry = entries.get_mut(token).ok_or(ClaimError::NotFound)?;
-        match entry.active {
-            None => {
-                entry.active = Some(transport);
-                Ok(entry.connection_id.clone())
-            }
-            Some(active) if active == transport => Err(ClaimError::Conflict),
-            Some(_) => Err(ClaimError::WrongTransport),
+    /// The live entry of a token.
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<Entry>> {
+        self.lock().get(token).cloned()
+    }
+
+    /// Dispose of a connection: remove it and release its pipes.
+    pub(crate) fn dispose(&self, token: &str) {
+        let entry = self.lock().remove(token);
+        if let Some(entry) = entry {
+            entry.dispose();
         }
     }
 
-    /// Forget a connection whose transport has ended.
-    pub(crate) fn remove(&self, token: &str) {
-        self.lock().remove(token);
-    }
-
-    /// Drop negotiated connections never claimed within `timeout`. Returns how many.
+    /// Dispose of connections inactive for longer than `timeout`. Returns how many.
     pub(crate) fn reap(&self, timeout: Duration) -> usize {
         let now = Instant::now();
-        let mut entries = self.lock();
-        let before = entries.len();
-        entries.retain(|_, entry| {
-            entry.active.is_some() || now.duration_since(entry.negotiated_at) < timeout
-        });
-        before - entries.len()
+        self.dispose_where(|state| {
+            state.status == Status::Inactive && now.duration_since(state.last_seen) >= timeout
+        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    /// Dispose of connections whose application never started (server shutdown).
+    pub(crate) fn dispose_unstarted(&self) -> usize {
+        self.dispose_where(|state| state.application.is_some())
+    }
+
+    /// Dispose of every connection (end of a server shutdown).
+    pub(crate) fn dispose_all(&self) -> usize {
+        self.dispose_where(|_| true)
+    }
+
+    /// Connections in the table.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn dispose_where(&self, mut doomed: impl FnMut(&EntryState) -> bool) -> usize {
+        let mut removed = Vec::new();
+        self.lock().retain(|_, entry| {
+            let keep = !doomed(&entry.lock());
+            if !keep {
+                removed.push(entry.clone());
+            }
+            keep
+        });
+        // Released outside the table lock: disposal wakes writers and pollers.
+        for entry in &removed {
+            entry.dispose();
+        }
+        removed.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -103,6 +324,8 @@ impl ConnectionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MAX: usize = 1024;
 
     #[test]
     fn ids_are_22_url_safe_characters() {
@@ -116,35 +339,84 @@ mod tests {
     }
 
     #[test]
-    fn a_token_is_claimed_once_per_transport() {
+    fn the_first_activation_starts_the_application_and_fixes_the_transport() {
         let table = ConnectionTable::default();
-        table.insert_negotiated("t".into(), "c".into());
+        let entry = table.insert_negotiated("t".into(), "c".into(), MAX);
+        let first = entry.activate(TransportType::WebSockets).unwrap();
+        assert!(first.application.is_some());
         assert_eq!(
-            table.claim("t", TransportType::WebSockets).as_deref(),
-            Ok("c")
+            entry.activate(TransportType::WebSockets).unwrap_err(),
+            ClaimError::Conflict
         );
         assert_eq!(
-            table.claim("t", TransportType::WebSockets),
-            Err(ClaimError::Conflict)
+            entry.activate(TransportType::LongPolling).unwrap_err(),
+            ClaimError::WrongTransport
         );
-        assert_eq!(
-            table.claim("t", TransportType::LongPolling),
-            Err(ClaimError::WrongTransport)
+        // Re-attaching after the socket let go (the stateful-reconnect path) finds the
+        // application running.
+        entry.deactivate();
+        assert!(
+            entry
+                .activate(TransportType::WebSockets)
+                .unwrap()
+                .application
+                .is_none()
         );
+        assert!(table.get("nope").is_none());
+    }
+
+    #[test]
+    fn long_polls_replace_each_other() {
+        let table = ConnectionTable::default();
+        let entry = table.insert_negotiated("t".into(), "c".into(), MAX);
+        entry.activate(TransportType::LongPolling).unwrap();
+        entry.deactivate();
+        let (first, first_ended) = entry.begin_poll().unwrap();
+        // A second poll is not a conflict: it ends the first.
+        entry.activate(TransportType::LongPolling).unwrap();
+        let (second, second_ended) = entry.begin_poll().unwrap();
+        assert!(first_ended.is_cancelled());
+        assert!(!second_ended.is_cancelled());
+        // The replaced poll finishing does not make the connection inactive ...
+        entry.end_poll(first);
+        assert_eq!(table.reap(Duration::ZERO), 0);
+        // ... the current one does.
+        entry.end_poll(second);
+        assert_eq!(table.reap(Duration::ZERO), 1);
+        assert!(table.get("t").is_none());
+    }
+
+    #[test]
+    fn disposal_ends_the_application_input_and_the_outstanding_poll() {
+        let table = ConnectionTable::default();
+        let entry = table.insert_negotiated("t".into(), "c".into(), MAX);
+        let Activation {
+            inbound,
+            application,
+        } = entry.activate(TransportType::LongPolling).unwrap();
+        let mut application = application.unwrap();
+        drop(inbound);
+        let (_, ended) = entry.begin_poll().unwrap();
+        table.dispose("t");
+        assert!(ended.is_cancelled());
+        assert!(entry.inbound().is_none());
+        assert!(application.try_recv().is_err());
+        assert!(entry.outbox.is_closed());
         assert_eq!(
-            table.claim("nope", TransportType::WebSockets),
-            Err(ClaimError::NotFound)
+            entry.activate(TransportType::LongPolling).unwrap_err(),
+            ClaimError::NotFound
         );
     }
 
     #[test]
-    fn unclaimed_negotiations_are_reaped() {
+    fn inactive_connections_are_reaped_active_ones_are_not() {
         let table = ConnectionTable::default();
-        table.insert_negotiated("old".into(), "a".into());
-        table.insert_negotiated("used".into(), "b".into());
-        table.claim("used", TransportType::WebSockets).unwrap();
-        assert_eq!(table.reap(Duration::ZERO), 1);
-        assert_eq!(table.lock().len(), 1);
+        table.insert_negotiated("unused".into(), "a".into(), MAX);
+        let active = table.insert_negotiated("active".into(), "b".into(), MAX);
+        let _activation = active.activate(TransportType::ServerSentEvents).unwrap();
         assert_eq!(table.reap(Duration::from_secs(60)), 0);
+        assert_eq!(table.reap(Duration::ZERO), 1);
+        assert_eq!(table.len(), 1);
+        assert!(table.get("active").is_some());
     }
 }

@@ -8,13 +8,24 @@
 //!
 //! - `negotiate`: `POST {path}/negotiate`, creating connection ids and tokens.
 //! - `websocket`: `GET {path}` with an upgrade, the full-duplex transport.
-//! - `connections`: the table of negotiated connections by token.
-//! - `endpoint`: the axum routes of one endpoint and their housekeeping.
+//! - `sse`: `GET {path}` with `Accept: text/event-stream`, the Server-Sent Events receive half.
+//! - `long_polling`: the other `GET {path}` requests, the long-polling receive half, and
+//!   `DELETE {path}` that ends such a connection.
+//! - `endpoint`: the axum routes of one endpoint: dispatch by method and headers, status
+//!   codes, authentication, `POST {path}` (the send half of SSE and long polling), and the
+//!   housekeeping that reaps inactive connections.
+//! - `connections`: the table of negotiated connections by token, with their pipes.
+//! - `cors`: cross-origin headers and preflights.
+//! - `lifecycle`: what every endpoint of one hub shares to shut down gracefully.
 
 pub(crate) mod connections;
+pub(crate) mod cors;
 pub(crate) mod endpoint;
+pub(crate) mod lifecycle;
+pub(crate) mod long_polling;
 pub(crate) mod negotiate;
 mod outbox;
+pub(crate) mod sse;
 pub(crate) mod websocket;
 
 use std::sync::Arc;
@@ -23,7 +34,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use crate::auth::{AuthOptions, Identity};
+pub use cors::{AllowedOrigins, CorsOptions};
 pub use outbox::{Batch, Outbox, PushError};
 pub use signalr_protocol::{TransferFormat, TransportType};
 
@@ -56,6 +70,12 @@ pub struct TransportConnection {
     pub inbound: mpsc::Receiver<Result<Bytes, TransportError>>,
     /// Outbound frames. Closing it ends the transport once the queue is written.
     pub outbox: Arc<Outbox>,
+    /// Who opened the connection, as the endpoint's authenticator established it from the
+    /// request that started it (`None`: anonymous, or no authenticator).
+    pub identity: Option<Arc<Identity>>,
+    /// Cancelled when the server shuts down: the application should say goodbye (a Close
+    /// message that allows reconnecting) and close its outbox.
+    pub shutdown: CancellationToken,
 }
 
 impl TransportConnection {
@@ -74,18 +94,29 @@ pub trait ConnectionApp: Send + Sync + 'static {
     fn run(self: Arc<Self>, connection: TransportConnection) -> BoxFuture<'static, ()>;
 }
 
-/// Transport settings of one endpoint. Defaults follow ASP.NET Core.
+/// Transport settings of one endpoint: which transports, their timeouts and buffers, and
+/// the HTTP edge (authentication, CORS). Defaults follow ASP.NET Core.
 #[derive(Debug, Clone)]
 pub struct TransportOptions {
-    /// Transports offered in negotiate, in preference order. Default: WebSockets.
+    /// Transports offered in negotiate, in preference order (the JS client tries them in
+    /// this order). A transport not listed is refused with 404. Default: WebSockets,
+    /// ServerSentEvents, LongPolling.
     pub transports: Vec<TransportType>,
-    /// How long a negotiated connection may wait for its transport before it is discarded.
+    /// How long a connection may stay without a transport request before it is disposed:
+    /// a negotiated connection never used, or a long-polling client that stopped polling.
     /// Default: 15 s.
     pub disconnect_timeout: Duration,
+    /// How long a long poll waits for messages before it is answered empty (the client then
+    /// polls again). Must stay below the clients' 100 s request timeout. Default: 90 s.
+    pub poll_timeout: Duration,
+    /// How long [`Hub::shutdown`](crate::Hub::shutdown) waits for connections to say goodbye
+    /// before it drops the rest. Default: 5 s.
+    pub shutdown_timeout: Duration,
     /// Most bytes queued for one connection before it is closed as a slow consumer.
     /// Default: 1 MiB.
     pub max_buffered_bytes: usize,
-    /// Most bytes written in one transport write (one WebSocket message). Default: 64 KiB.
+    /// Most bytes written in one transport write (one WebSocket message, one SSE event; a
+    /// long poll takes everything queued). Default: 64 KiB.
     pub max_write_batch_bytes: usize,
     /// Largest WebSocket message accepted from a client. Hub messages may be split across or
     /// batched into WebSocket messages, so this bounds memory, not hub message size (the hub
@@ -94,17 +125,29 @@ pub struct TransportOptions {
     /// WebSocket read buffer per connection. Small, because it is allocated for every idle
     /// connection. Default: 4 KiB.
     pub websocket_read_buffer: usize,
+    /// Authentication and authorization of every HTTP request. Default: none (anonymous).
+    pub auth: AuthOptions,
+    /// Cross-origin requests from browsers. Default: `None`, no CORS headers at all.
+    pub cors: Option<CorsOptions>,
 }
 
 impl Default for TransportOptions {
     fn default() -> Self {
         TransportOptions {
-            transports: vec![TransportType::WebSockets],
+            transports: vec![
+                TransportType::WebSockets,
+                TransportType::ServerSentEvents,
+                TransportType::LongPolling,
+            ],
             disconnect_timeout: Duration::from_secs(15),
+            poll_timeout: Duration::from_secs(90),
+            shutdown_timeout: Duration::from_secs(5),
             max_buffered_bytes: 1024 * 1024,
             max_write_batch_bytes: 64 * 1024,
             max_websocket_message_bytes: 64 * 1024,
             websocket_read_buffer: 4 * 1024,
+            auth: AuthOptions::default(),
+            cors: None,
         }
     }
 }

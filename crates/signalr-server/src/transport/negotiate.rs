@@ -4,25 +4,36 @@
 //! connection id doubles as the token); anything above 1 is answered with 1, the newest
 //! version there is. Errors are answered the way the clients surface them best: HTTP 200
 //! with `{"error": "..."}`, which the JS client reports verbatim.
+//!
+//! Negotiate is authenticated like every request of the endpoint (`401`/`403` fail the
+//! client's start), lists exactly the transports the endpoint offers, and answers `503` once
+//! the hub is shutting down.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use signalr_protocol::{AvailableTransport, NegotiateError, NegotiateResponse, TransportType};
 
 use super::TransferFormat;
 use super::connections::new_id;
-use super::endpoint::{Endpoint, plain, query_param};
+use super::endpoint::{Endpoint, Refusal, plain, query_param};
 
 pub(crate) async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
     if request.method() != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "Negotiate requires POST.");
     }
     endpoint.ensure_housekeeping();
-    let version = match query_param(request.uri(), "negotiateVersion") {
+    let (parts, _body) = request.into_parts();
+    if let Err(refusal) = endpoint.authenticate(&parts).await {
+        return refusal.into_response();
+    }
+    if endpoint.lifecycle.is_shutting_down() {
+        return Refusal::ShuttingDown.into_response();
+    }
+    let version = match query_param(&parts.uri, "negotiateVersion") {
         None => 0,
         Some(raw) => match raw.parse::<i64>() {
             Ok(v) if v < 0 => {
@@ -47,9 +58,11 @@ pub(crate) async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Reque
     } else {
         new_id()
     };
-    endpoint
-        .connections
-        .insert_negotiated(token.clone(), connection_id.clone());
+    endpoint.connections.insert_negotiated(
+        token.clone(),
+        connection_id.clone(),
+        endpoint.options.max_buffered_bytes,
+    );
 
     let response = NegotiateResponse {
         negotiate_version: version,

@@ -14,57 +14,60 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::connections::{ClaimError, new_id};
-use super::endpoint::{Endpoint, plain, query_param};
-use super::{
-    Batch, INBOUND_CHANNEL_CAPACITY, Outbox, TransportConnection, TransportError, TransportType,
-};
+use super::connections::{InboundSender, new_id};
+use super::endpoint::{Endpoint, Refusal, query_param};
+use super::{Batch, INBOUND_CHANNEL_CAPACITY, Outbox, TransportError, TransportType};
+use crate::auth::Identity;
 
 /// How long to keep reading after sending a close frame, so the client's unread data is
 /// consumed and the close frame is not lost to a TCP reset.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-/// Answer the upgrade: claim the token (or create a connection when negotiation was skipped)
-/// and start the socket task.
+/// Answer the upgrade: activate the negotiated connection (or create one when negotiation
+/// was skipped), start its application if this is its first transport request, and start
+/// the socket task.
 pub(crate) fn accept(
     endpoint: Arc<Endpoint>,
     parts: http::request::Parts,
     upgrade: WebSocketUpgrade,
-) -> Response {
+    identity: Option<Arc<Identity>>,
+) -> Result<Response, Refusal> {
     let token = query_param(&parts.uri, "id");
-    let connection_id: Arc<str> = match &token {
-        Some(token) => match endpoint.connections.claim(token, TransportType::WebSockets) {
-            Ok(id) => id,
-            Err(ClaimError::NotFound) => {
-                return plain(StatusCode::NOT_FOUND, "No Connection with that ID");
-            }
-            Err(ClaimError::Conflict) => {
-                return plain(
-                    StatusCode::CONFLICT,
-                    "Another WebSocket is already connected with this ID.",
-                );
-            }
-            Err(ClaimError::WrongTransport) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "Cannot change transports mid-connection",
-                );
-            }
-        },
+    let (connection_id, inbound, application, outbox) = match &token {
+        Some(_) => {
+            let entry = endpoint.lookup(&parts)?;
+            let activation = entry
+                .activate(TransportType::WebSockets)
+                .map_err(|error| Refusal::Claim(error, TransportType::WebSockets))?;
+            (
+                entry.connection_id.clone(),
+                activation.inbound,
+                activation.application,
+                entry.outbox.clone(),
+            )
+        }
         // skipNegotiation: the connection starts here, with no token in the table.
-        None => new_id().into(),
+        None => {
+            let (inbound, application) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
+            let outbox = Arc::new(Outbox::new(endpoint.options.max_buffered_bytes));
+            (new_id().into(), inbound, Some(application), outbox)
+        }
     };
+    if application.is_some() && endpoint.lifecycle.is_shutting_down() {
+        if let Some(token) = &token {
+            endpoint.connections.dispose(token);
+        }
+        return Err(Refusal::ShuttingDown);
+    }
 
     let options = &endpoint.options;
-    let request = Arc::new(strip(parts));
     let failed_endpoint = endpoint.clone();
     let failed_token = token.clone();
-    upgrade
+    Ok(upgrade
         .read_buffer_size(options.websocket_read_buffer)
         .write_buffer_size(0)
         .max_write_buffer_size(options.max_write_batch_bytes * 4 + 64 * 1024)
@@ -73,46 +76,34 @@ pub(crate) fn accept(
         .on_failed_upgrade(move |error| {
             tracing::debug!(%error, "WebSocket upgrade failed");
             if let Some(token) = failed_token {
-                failed_endpoint.connections.remove(&token);
+                failed_endpoint.connections.dispose(&token);
             }
         })
         .on_upgrade(move |socket| async move {
-            run(&endpoint, socket, connection_id, request).await;
-            if let Some(token) = token {
-                endpoint.connections.remove(&token);
+            if let Some(application) = application {
+                endpoint.start_application(
+                    connection_id,
+                    parts,
+                    TransportType::WebSockets,
+                    application,
+                    outbox.clone(),
+                    identity,
+                );
             }
-        })
+            run(&endpoint, socket, inbound, &outbox).await;
+            // A WebSocket connection ends with its socket. (With stateful reconnect, this is
+            // where the entry would be deactivated instead, to wait for the client's next
+            // socket.)
+            match token {
+                Some(token) => endpoint.connections.dispose(&token),
+                // Nobody will write what is still queued; later pushes fail fast.
+                None => outbox.abandon(),
+            }
+        }))
 }
 
-/// Keep what the application may look at (method, URI, version, headers) and drop the rest
-/// (the upgrade machinery in the extensions).
-fn strip(parts: http::request::Parts) -> http::request::Parts {
-    let mut request = http::Request::new(());
-    *request.method_mut() = parts.method;
-    *request.uri_mut() = parts.uri;
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers;
-    request.into_parts().0
-}
-
-async fn run(
-    endpoint: &Endpoint,
-    mut socket: WebSocket,
-    connection_id: Arc<str>,
-    request: Arc<http::request::Parts>,
-) {
+async fn run(endpoint: &Endpoint, mut socket: WebSocket, inbound: InboundSender, outbox: &Outbox) {
     let options = &endpoint.options;
-    let outbox = Arc::new(Outbox::new(options.max_buffered_bytes));
-    let (inbound, inbound_rx) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
-    let connection = TransportConnection {
-        connection_id,
-        request,
-        transport: TransportType::WebSockets,
-        inbound: inbound_rx,
-        outbox: outbox.clone(),
-    };
-    tokio::spawn(endpoint.app.clone().run(connection));
-
     let mut batch = BytesMut::new();
     // A chunk read from the socket, waiting for room in the inbound channel.
     let mut pending: Option<Result<Bytes, TransportError>> = None;
@@ -180,8 +171,6 @@ async fn run(
             .await;
         }
     }
-    // Nobody will write what is still queued; later pushes fail fast.
-    outbox.abandon();
 }
 
 fn transport_error(error: &axum::Error, max: usize) -> TransportError {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -266,6 +268,11 @@ pub fn error_text(completion: &Completion) -> String {
 
 /// A hub with one method per behaviour the tests need.
 pub fn test_hub(configure: impl FnOnce(&mut signalr_server::HubOptions)) -> signalr_server::Hub {
+    test_hub_builder().configure(configure).build()
+}
+
+/// The test hub's builder, for tests that configure more than hub options.
+pub fn test_hub_builder() -> signalr_server::HubBuilder<()> {
     use signalr_server::{Clients, Context, Groups, Hub, HubError};
 
     async fn echo(message: String) -> String {
@@ -329,8 +336,6 @@ pub fn test_hub(configure: impl FnOnce(&mut signalr_server::HubOptions)) -> sign
                 .split('&')
                 .find_map(|pair| pair.strip_prefix("user=").map(str::to_owned))
         })
-        .configure(configure)
-        .build()
 }
 
 /// Serve the test hub at `/hub`.
