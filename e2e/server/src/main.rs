@@ -7,18 +7,23 @@
 //! e2e-server --listen 127.0.0.1:0
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use signalr_server::{Cancellation, Clients, Context, Groups, Hub, HubError, State, UploadStream};
+use signalr_server::{
+    Cancellation, Clients, Context, Groups, Hub, HubContext, HubError, State, UploadStream,
+};
 
 #[derive(Clone, Default)]
 struct Stats {
     /// Streams whose method observed a cancellation.
     cancelled_streams: Arc<AtomicUsize>,
+    /// Numbers each connection sent with `Record`, in arrival order.
+    recorded: Arc<Mutex<HashMap<String, Vec<i64>>>>,
 }
 
 async fn echo(message: String) -> String {
@@ -113,6 +118,36 @@ async fn connection_id(ctx: Context) -> String {
     ctx.connection_id().to_owned()
 }
 
+/// Send the caller `n(0)`, `n(1)`, ... `n(count - 1)`, one every `interval_ms`, from a
+/// background task (so the sends continue while the caller's transport is being replaced).
+async fn start_numbers(context: HubContext, ctx: Context, count: i64, interval_ms: u64) {
+    let caller = context.clients().client(ctx.connection_id());
+    tokio::spawn(async move {
+        for n in 0..count {
+            if caller.send("n", (n,)).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+    });
+}
+
+async fn record(State(stats): State<Stats>, ctx: Context, n: i64) {
+    let mut recorded = stats.recorded.lock().unwrap_or_else(|p| p.into_inner());
+    recorded
+        .entry(ctx.connection_id().to_owned())
+        .or_default()
+        .push(n);
+}
+
+async fn recorded(State(stats): State<Stats>, ctx: Context) -> Vec<i64> {
+    let recorded = stats.recorded.lock().unwrap_or_else(|p| p.into_inner());
+    recorded
+        .get(ctx.connection_id())
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn hub() -> Hub {
     Hub::builder()
         .with_state(Stats::default())
@@ -131,9 +166,14 @@ fn hub() -> Hub {
         .method("AskCaller", ask_caller)
         .method("AskClient", ask_client)
         .method("ConnectionId", connection_id)
+        .method("StartNumbers", start_numbers)
+        .method("Record", record)
+        .method("Recorded", recorded)
         .configure(|options| {
             options.client_result_timeout = Duration::from_secs(5);
         })
+        // Only clients that ask (`withStatefulReconnect()`) get it.
+        .configure_transports(|transports| transports.allow_stateful_reconnect = true)
         .build()
 }
 

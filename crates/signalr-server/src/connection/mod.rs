@@ -169,6 +169,20 @@ impl HubConnection {
         }
     }
 
+    /// Queue a frame that is not a trackable message (Ping, Ack): stateful reconnect does
+    /// not number or replay it.
+    pub(crate) fn send_untracked_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        self.outbox
+            .push_untracked(frame)
+            .map_err(|error| match error {
+                PushError::Closed => SendError::Closed,
+                PushError::Full => {
+                    self.closed.cancel();
+                    SendError::SlowConsumer
+                }
+            })
+    }
+
     /// Ask the connection to end (ASP.NET Core's `Context.Abort()`): the client gets a Close
     /// message without `allowReconnect`.
     pub fn abort(&self) {

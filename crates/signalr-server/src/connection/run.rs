@@ -20,8 +20,8 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use signalr_protocol::{
-    Close, Completion, CompletionResult, HandshakeRequest, HandshakeResponse, HubMessage,
-    Invocation, Protocol, StreamItem, TransferFormat,
+    Ack, Close, Completion, CompletionResult, HandshakeRequest, HandshakeResponse, HubMessage,
+    Invocation, Protocol, Sequence, StreamItem, TransferFormat,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -33,7 +33,7 @@ use crate::hub::extract::InvocationParts;
 use crate::hub::handler::MethodOutput;
 use crate::hub::stream::{ItemStream, UploadItem, UploadReceiver};
 use crate::hub::{HubCore, HubInner, Method, MethodKind};
-use crate::transport::{ConnectionApp, TransportConnection, TransportError, TransportType};
+use crate::transport::{ConnectionApp, Inbound, TransportConnection, TransportType};
 
 /// Invocations waiting for a free slot before the connection stops reading.
 const MAX_QUEUED_INVOCATIONS: usize = 32;
@@ -68,6 +68,7 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
         outbox,
         identity,
         shutdown,
+        stateful,
     } = transport;
     let supports_binary = match transport_type {
         TransportType::ServerSentEvents => false,
@@ -131,9 +132,23 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
     }
 
     outbox.set_binary(protocol.transfer_format() == TransferFormat::Binary);
+    // Stateful reconnect needs both sides: negotiated, and a handshake of version 2 (which
+    // means the client understands Ack and Sequence). Otherwise it is silently off.
+    let stateful =
+        stateful && transport_type == TransportType::WebSockets && handshake.version >= 2;
+    if stateful {
+        outbox.enable_replay(
+            hub.core.stateful_reconnect_buffer_size,
+            Box::new(move |sequence_id| {
+                protocol
+                    .encode_message(&HubMessage::Sequence(Sequence { sequence_id }))
+                    .unwrap_or_default()
+            }),
+        );
+    }
     let mut response = BytesMut::new();
     HandshakeResponse::default().write(&mut response);
-    if outbox.push(response.freeze()).is_err() {
+    if outbox.push_untracked(response.freeze()).is_err() {
         return;
     }
     if let Ok(frame) = close_frame(
@@ -185,7 +200,7 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
             allow_reconnect: false,
         },
         Ok(()) => {
-            let mut dispatcher = Dispatcher::new(&hub, &connection);
+            let mut dispatcher = Dispatcher::new(&hub, &connection, stateful);
             dispatcher
                 .run(&mut inbound, buf, transport_type, &shutdown)
                 .await
@@ -204,7 +219,7 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
 
 /// Read until a complete handshake request. `Err(None)`: the transport went away first.
 async fn read_handshake(
-    inbound: &mut mpsc::Receiver<Result<Bytes, TransportError>>,
+    inbound: &mut mpsc::Receiver<Inbound>,
     buf: &mut BytesMut,
     max_size: usize,
 ) -> Result<HandshakeRequest, Option<String>> {
@@ -219,8 +234,10 @@ async fn read_handshake(
             }
         }
         match inbound.recv().await {
-            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-            Some(Err(error)) => return Err(Some(error.to_string())),
+            Some(Inbound::Data(chunk)) => buf.extend_from_slice(&chunk),
+            // No transport can be replaced before the handshake; start over if one was.
+            Some(Inbound::Resumed) => buf.clear(),
+            Some(Inbound::Failed(error)) => return Err(Some(error.to_string())),
             None => return Err(None),
         }
     }
@@ -294,6 +311,35 @@ async fn run_hook<S>(
     }
 }
 
+impl InboundSequence {
+    /// Number a received message; `Ok(None)` drops it (a duplicate after a resume, or
+    /// anything before the client's Sequence).
+    fn filter(&mut self, message: HubMessage) -> Result<Option<HubMessage>, String> {
+        if let HubMessage::Sequence(Sequence { sequence_id }) = message {
+            if sequence_id > self.processed + 1 {
+                return Err(format!(
+                    "Sequence ID {sequence_id} is greater than the amount of messages received ({}).",
+                    self.processed
+                ));
+            }
+            self.seen = sequence_id.saturating_sub(1);
+            self.awaiting_sequence = false;
+            return Ok(None);
+        }
+        if self.awaiting_sequence {
+            return Ok(None);
+        }
+        if message.is_trackable() {
+            self.seen += 1;
+            if self.seen <= self.processed {
+                return Ok(None);
+            }
+            self.processed = self.seen;
+        }
+        Ok(Some(message))
+    }
+}
+
 /// Items buffered per upload stream before the connection stops reading (ASP.NET Core's
 /// `StreamBufferCapacity`).
 const UPLOAD_BUFFER_CAPACITY: usize = 10;
@@ -327,11 +373,28 @@ struct Dispatcher<'a, S> {
     /// An upload item waiting for room in its stream's buffer; while set, nothing more is
     /// parsed or read (ASP.NET Core stalls the connection the same way).
     blocked_upload: Option<(mpsc::Sender<UploadItem>, UploadItem)>,
+    /// Stateful reconnect bookkeeping of what the client sends; `None` when off.
+    sequence: Option<InboundSequence>,
+}
+
+/// The client's trackable messages, numbered as the client numbers them (stateful
+/// reconnect), so a resumed client's resent messages are recognised and dropped.
+#[derive(Debug, Default)]
+struct InboundSequence {
+    /// Id of the last trackable message processed.
+    processed: u64,
+    /// Id of the last trackable message seen since the last Sequence.
+    seen: u64,
+    /// Id last acknowledged to the client.
+    acked: u64,
+    /// After a resume, everything is ignored until the client's Sequence message.
+    awaiting_sequence: bool,
 }
 
 impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
-    fn new(hub: &'a Arc<HubInner<S>>, connection: &'a Arc<HubConnection>) -> Self {
+    fn new(hub: &'a Arc<HubInner<S>>, connection: &'a Arc<HubConnection>, stateful: bool) -> Self {
         Dispatcher {
+            sequence: stateful.then(InboundSequence::default),
             hub,
             connection,
             queued: VecDeque::new(),
@@ -345,7 +408,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
 
     async fn run(
         &mut self,
-        inbound: &mut mpsc::Receiver<Result<Bytes, TransportError>>,
+        inbound: &mut mpsc::Receiver<Inbound>,
         mut buf: BytesMut,
         transport_type: TransportType,
         shutdown: &tokio_util::sync::CancellationToken,
@@ -363,6 +426,10 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let client_timeout = tokio::time::sleep_until(far_future());
         tokio::pin!(client_timeout);
+        // Stateful reconnect: acknowledge what was received about once a second, as the
+        // .NET server does.
+        let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
+        ack_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Armed by the client's first Ping, as in ASP.NET Core (old clients never ping).
         let mut timeout_armed = false;
 
@@ -411,13 +478,21 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                 {
                     match chunk {
                         None => return Ending::ClientClosed,
-                        Some(Err(error)) => {
+                        Some(Inbound::Failed(error)) => {
                             return Ending::Error {
                                 message: format!("Connection closed with an error. {error}"),
                                 allow_reconnect: true,
                             };
                         }
-                        Some(Ok(chunk)) => {
+                        Some(Inbound::Resumed) => {
+                            // Whatever the old transport cut off is void; the client starts
+                            // again with a Sequence message.
+                            buf.clear();
+                            if let Some(sequence) = self.sequence.as_mut() {
+                                sequence.awaiting_sequence = true;
+                            }
+                        }
+                        Some(Inbound::Data(chunk)) => {
                             buf.extend_from_slice(&chunk);
                             let was_armed = timeout_armed;
                             if let Some(ending) =
@@ -434,8 +509,9 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                     }
                 }
                 _ = keep_alive.tick(), if pings => {
-                    let _ = self.connection.send_frame(protocol.ping_frame());
+                    let _ = self.connection.send_untracked_frame(protocol.ping_frame());
                 }
+                _ = ack_timer.tick(), if self.sequence.is_some() => self.send_ack(protocol),
                 () = &mut client_timeout, if timeout_armed && pings => {
                     return Ending::Error {
                         message: format!(
@@ -464,6 +540,19 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                     if matches!(message, HubMessage::Ping) {
                         *timeout_armed = true;
                     }
+                    let message = match self.sequence.as_mut() {
+                        Some(sequence) => match sequence.filter(message) {
+                            Ok(Some(message)) => message,
+                            Ok(None) => continue,
+                            Err(error) => {
+                                return Some(Ending::Error {
+                                    message: format!("Connection closed with an error. {error}"),
+                                    allow_reconnect: false,
+                                });
+                            }
+                        },
+                        None => message,
+                    };
                     if let Some(ending) = self.handle(message) {
                         return Some(ending);
                     }
@@ -517,7 +606,8 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                     token.cancel();
                 }
             }
-            HubMessage::Ping | HubMessage::Ack(_) | HubMessage::Sequence(_) => {}
+            HubMessage::Ack(ack) => self.connection.outbox().ack(ack.sequence_id),
+            HubMessage::Ping | HubMessage::Sequence(_) => {}
             HubMessage::Close(_) => return Some(Ending::ClientClosed),
         }
         None
@@ -552,6 +642,23 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             if let Some(pending) = self.queued.pop_front() {
                 self.start(pending);
             }
+        }
+    }
+
+    /// Acknowledge the client's trackable messages processed since the last Ack.
+    fn send_ack(&mut self, protocol: Protocol) {
+        let Some(sequence) = self.sequence.as_mut() else {
+            return;
+        };
+        if sequence.processed == sequence.acked {
+            return;
+        }
+        sequence.acked = sequence.processed;
+        let ack = HubMessage::Ack(Ack {
+            sequence_id: sequence.processed,
+        });
+        if let Ok(frame) = protocol.encode_message(&ack) {
+            let _ = self.connection.send_untracked_frame(frame);
         }
     }
 

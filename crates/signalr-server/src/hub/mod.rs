@@ -33,6 +33,9 @@ pub(crate) struct HubCore {
     pub(crate) manager: Arc<dyn HubLifetimeManager>,
     pub(crate) options: HubOptions,
     pub(crate) user_id_provider: Option<UserIdProvider>,
+    /// Unacknowledged bytes held for replay per stateful connection (from the transport
+    /// options, where stateful reconnect is switched on).
+    pub(crate) stateful_reconnect_buffer_size: usize,
 }
 
 /// A hub's methods and hooks, with its state type.
@@ -320,6 +323,7 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
                 .unwrap_or_else(|| Arc::new(MemoryLifetimeManager::new())),
             options: self.options,
             user_id_provider: self.user_id_provider,
+            stateful_reconnect_buffer_size: self.transport_options.stateful_reconnect_buffer_size,
         });
         let inner = Arc::new(HubInner {
             core: core.clone(),

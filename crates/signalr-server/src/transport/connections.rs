@@ -23,24 +23,23 @@
 //!
 //! # Stateful reconnect
 //!
-//! Not implemented, but the shape is ready for it: a WebSocket that ends on a connection that
-//! negotiated stateful reconnect would call [`Entry::deactivate`] instead of
-//! [`ConnectionTable::dispose`]. The entry then keeps its pipes and its application running
-//! and is reaped only after the disconnect timeout; a new WebSocket with the same token gets
-//! an [`Activation`] without an application end (the application is already running) and
-//! re-attaches to the same outbox, whose unacknowledged frames it would replay.
+//! A WebSocket that drops without a close on a connection whose application replays
+//! ([`Outbox::replay_enabled`]) does not dispose of it: [`Entry::socket_ended`] leaves it
+//! inactive, with its pipes and its application running, until the disconnect timeout. The
+//! client's next WebSocket with the same token gets an [`Activation`] without an application
+//! end and re-attaches to the same outbox, which replays what was not acknowledged. A new
+//! socket also takes over from an old one the server still thinks is alive.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use bytes::Bytes;
 use rand::RngCore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{INBOUND_CHANNEL_CAPACITY, Outbox, TransportError, TransportType};
+use super::{INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportType};
 
 /// A new random id: 16 random bytes, base64url without padding (22 characters), URL-safe as
 /// the clients need (they put tokens in URLs without encoding them).
@@ -50,10 +49,10 @@ pub(crate) fn new_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Inbound items: byte chunks, or why the transport failed.
-pub(crate) type InboundSender = mpsc::Sender<Result<Bytes, TransportError>>;
+/// Where transport requests feed what the client sends.
+pub(crate) type InboundSender = mpsc::Sender<Inbound>;
 /// The application's end of the inbound channel.
-pub(crate) type InboundReceiver = mpsc::Receiver<Result<Bytes, TransportError>>;
+pub(crate) type InboundReceiver = mpsc::Receiver<Inbound>;
 
 /// Why a token could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +90,8 @@ pub(crate) struct Activation {
 pub(crate) struct Entry {
     pub(crate) token: String,
     pub(crate) connection_id: Arc<str>,
+    /// The client negotiated stateful reconnect.
+    pub(crate) stateful: bool,
     /// Outbound frames, shared by every transport request of the connection.
     pub(crate) outbox: Arc<Outbox>,
     state: Mutex<EntryState>,
@@ -118,14 +119,25 @@ struct EntryState {
     poll: Option<(u64, CancellationToken)>,
     /// Numbers polls, so a finishing poll can tell whether a newer one replaced it.
     polls_started: u64,
+    /// The WebSocket in progress: its number and what makes it let go (a stateful client's
+    /// newer socket takes over from one the server has not noticed is dead).
+    socket: Option<(u64, CancellationToken)>,
+    /// Numbers sockets, so an ending socket can tell whether a newer one took over.
+    sockets_started: u64,
 }
 
 impl Entry {
-    fn new(token: String, connection_id: Arc<str>, max_buffered_bytes: usize) -> Entry {
+    fn new(
+        token: String,
+        connection_id: Arc<str>,
+        max_buffered_bytes: usize,
+        stateful: bool,
+    ) -> Entry {
         let (inbound, application) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
         Entry {
             token,
             connection_id,
+            stateful,
             outbox: Arc::new(Outbox::new(max_buffered_bytes)),
             state: Mutex::new(EntryState {
                 transport: None,
@@ -135,6 +147,8 @@ impl Entry {
                 application: Some(application),
                 poll: None,
                 polls_started: 0,
+                socket: None,
+                sockets_started: 0,
             }),
             sends: tokio::sync::Mutex::new(()),
             polls: tokio::sync::Mutex::new(()),
@@ -165,6 +179,70 @@ impl Entry {
             inbound,
             application: state.application.take(),
         })
+    }
+
+    /// Take the connection for a WebSocket. With `takeover` (a stateful connection whose
+    /// application replays), an active socket is not a conflict: it is told to let go and
+    /// the new one takes its place. Returns the socket's number and what tells it to let go.
+    pub(crate) fn activate_socket(
+        &self,
+        takeover: bool,
+    ) -> Result<(Activation, u64, CancellationToken), ClaimError> {
+        let mut state = self.lock();
+        if state.status == Status::Disposed {
+            return Err(ClaimError::NotFound);
+        }
+        match state.transport {
+            Some(fixed) if fixed != TransportType::WebSockets => {
+                return Err(ClaimError::WrongTransport);
+            }
+            _ => {}
+        }
+        if state.status == Status::Active {
+            if !takeover {
+                return Err(ClaimError::Conflict);
+            }
+            if let Some((_, previous)) = state.socket.take() {
+                previous.cancel();
+            }
+        }
+        let inbound = state.inbound.clone().ok_or(ClaimError::NotFound)?;
+        state.transport = Some(TransportType::WebSockets);
+        state.status = Status::Active;
+        state.sockets_started += 1;
+        let socket = (state.sockets_started, CancellationToken::new());
+        state.socket = Some(socket.clone());
+        Ok((
+            Activation {
+                inbound,
+                application: state.application.take(),
+            },
+            socket.0,
+            socket.1,
+        ))
+    }
+
+    /// WebSocket number `socket` ended. Returns true when the connection lives on: a newer
+    /// socket took over, or `keep` (it dropped without a close on a stateful connection) and
+    /// it now waits, inactive, for the client's next socket until the disconnect timeout.
+    /// False: the caller disposes of it.
+    pub(crate) fn socket_ended(&self, socket: u64, keep: bool) -> bool {
+        let mut state = self.lock();
+        if state
+            .socket
+            .as_ref()
+            .is_none_or(|(current, _)| *current != socket)
+        {
+            return state.status != Status::Disposed;
+        }
+        state.socket = None;
+        if keep && state.status != Status::Disposed {
+            state.status = Status::Inactive;
+            state.last_seen = Instant::now();
+            true
+        } else {
+            false
+        }
     }
 
     /// The transport request let go of the connection; it stays alive, inactive, until the
@@ -230,6 +308,9 @@ impl Entry {
         if let Some((_, poll)) = state.poll.take() {
             poll.cancel();
         }
+        if let Some((_, socket)) = state.socket.take() {
+            socket.cancel();
+        }
         drop(state);
         // Nobody will read what is still queued; pushes from now on fail fast.
         self.outbox.abandon();
@@ -256,8 +337,14 @@ impl ConnectionTable {
         token: String,
         connection_id: Arc<str>,
         max_buffered_bytes: usize,
+        stateful: bool,
     ) -> Arc<Entry> {
-        let entry = Arc::new(Entry::new(token.clone(), connection_id, max_buffered_bytes));
+        let entry = Arc::new(Entry::new(
+            token.clone(),
+            connection_id,
+            max_buffered_bytes,
+            stateful,
+        ));
         self.lock().insert(token, entry.clone());
         entry
     }
@@ -341,7 +428,7 @@ mod tests {
     #[test]
     fn the_first_activation_starts_the_application_and_fixes_the_transport() {
         let table = ConnectionTable::default();
-        let entry = table.insert_negotiated("t".into(), "c".into(), MAX);
+        let entry = table.insert_negotiated("t".into(), "c".into(), MAX, false);
         let first = entry.activate(TransportType::WebSockets).unwrap();
         assert!(first.application.is_some());
         assert_eq!(
@@ -368,7 +455,7 @@ mod tests {
     #[test]
     fn long_polls_replace_each_other() {
         let table = ConnectionTable::default();
-        let entry = table.insert_negotiated("t".into(), "c".into(), MAX);
+        let entry = table.insert_negotiated("t".into(), "c".into(), MAX, false);
         entry.activate(TransportType::LongPolling).unwrap();
         entry.deactivate();
         let (first, first_ended) = entry.begin_poll().unwrap();
@@ -389,7 +476,7 @@ mod tests {
     #[test]
     fn disposal_ends_the_application_input_and_the_outstanding_poll() {
         let table = ConnectionTable::default();
-        let entry = table.insert_negotiated("t".into(), "c".into(), MAX);
+        let entry = table.insert_negotiated("t".into(), "c".into(), MAX, false);
         let Activation {
             inbound,
             application,
@@ -411,8 +498,8 @@ mod tests {
     #[test]
     fn inactive_connections_are_reaped_active_ones_are_not() {
         let table = ConnectionTable::default();
-        table.insert_negotiated("unused".into(), "a".into(), MAX);
-        let active = table.insert_negotiated("active".into(), "b".into(), MAX);
+        table.insert_negotiated("unused".into(), "a".into(), MAX, false);
+        let active = table.insert_negotiated("active".into(), "b".into(), MAX, false);
         let _activation = active.activate(TransportType::ServerSentEvents).unwrap();
         assert_eq!(table.reap(Duration::from_secs(60)), 0);
         assert_eq!(table.reap(Duration::ZERO), 1);

@@ -22,10 +22,21 @@ use futures::StreamExt;
 use super::connections::{ClaimError, ConnectionTable, Entry, InboundReceiver};
 use super::lifecycle::Lifecycle;
 use super::{
-    ConnectionApp, Outbox, TransportConnection, TransportOptions, TransportType, cors,
+    ConnectionApp, Inbound, Outbox, TransportConnection, TransportOptions, TransportType, cors,
     long_polling, negotiate, sse, websocket,
 };
 use crate::auth::{AuthOutcome, Identity};
+
+/// What a transport request that starts a connection's application hands over.
+pub(crate) struct ApplicationStart {
+    pub(crate) connection_id: Arc<str>,
+    pub(crate) request: http::request::Parts,
+    pub(crate) transport: TransportType,
+    pub(crate) inbound: InboundReceiver,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) identity: Option<Arc<Identity>>,
+    pub(crate) stateful: bool,
+}
 
 /// Shared state of one endpoint.
 pub(crate) struct Endpoint {
@@ -97,22 +108,15 @@ impl Endpoint {
     }
 
     /// Start the application of a connection, as a task the hub's shutdown waits for.
-    pub(crate) fn start_application(
-        &self,
-        connection_id: Arc<str>,
-        request: http::request::Parts,
-        transport: TransportType,
-        inbound: InboundReceiver,
-        outbox: Arc<Outbox>,
-        identity: Option<Arc<Identity>>,
-    ) {
+    pub(crate) fn start_application(&self, start: ApplicationStart) {
         let connection = TransportConnection {
-            connection_id,
-            request: Arc::new(request_head(request)),
-            transport,
-            inbound,
-            outbox,
-            identity,
+            connection_id: start.connection_id,
+            request: Arc::new(request_head(start.request)),
+            transport: start.transport,
+            inbound: start.inbound,
+            stateful: start.stateful,
+            outbox: start.outbox,
+            identity: start.identity,
             shutdown: self.lifecycle.signal(),
         };
         self.lifecycle.spawn(self.app.clone().run(connection));
@@ -236,7 +240,7 @@ async fn send(
             Ok(chunk) => {
                 // Failing: the application ended (or the connection was disposed) meanwhile.
                 inbound
-                    .send(Ok(chunk))
+                    .send(Inbound::Data(chunk))
                     .await
                     .map_err(|_| Refusal::UnknownId)?;
             }

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 
 use super::connections::Entry;
-use super::endpoint::{Endpoint, Refusal};
+use super::endpoint::{ApplicationStart, Endpoint, Refusal};
 use super::{Batch, TransportType};
 use crate::auth::Identity;
 
@@ -49,14 +49,15 @@ pub(crate) async fn poll(
             endpoint.connections.dispose(&entry.token);
             return Err(Refusal::ShuttingDown);
         }
-        endpoint.start_application(
-            entry.connection_id.clone(),
-            parts,
-            TransportType::LongPolling,
-            application,
-            entry.outbox.clone(),
+        endpoint.start_application(ApplicationStart {
+            connection_id: entry.connection_id.clone(),
+            request: parts,
+            transport: TransportType::LongPolling,
+            inbound: application,
+            outbox: entry.outbox.clone(),
             identity,
-        );
+            stateful: false,
+        });
         entry.deactivate();
         return Ok(StatusCode::OK.into_response());
     }

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthOptions, Identity};
 pub use cors::{AllowedOrigins, CorsOptions};
-pub use outbox::{Batch, Outbox, PushError};
+pub use outbox::{Batch, Outbox, PushError, SequenceEncoder};
 pub use signalr_protocol::{TransferFormat, TransportType};
 
 /// Why a transport ended abnormally (passed to the application as the last inbound item).
@@ -55,6 +55,18 @@ pub enum TransportError {
     Io(String),
 }
 
+/// What a transport hands the application, in order.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Bytes from the client. Chunk boundaries carry no meaning.
+    Data(Bytes),
+    /// The client's transport was replaced (stateful reconnect): bytes of a message the old
+    /// transport cut off are void; the client starts again with a Sequence message.
+    Resumed,
+    /// The transport failed; nothing follows.
+    Failed(TransportError),
+}
+
 /// One logical connection, as the transport hands it to the application.
 #[derive(Debug)]
 pub struct TransportConnection {
@@ -65,9 +77,11 @@ pub struct TransportConnection {
     pub request: Arc<http::request::Parts>,
     /// Which transport carries the connection.
     pub transport: TransportType,
-    /// Inbound bytes in arrival order; chunk boundaries carry no meaning. Ends when the
-    /// transport is gone; an `Err` item says why it ended abnormally.
-    pub inbound: mpsc::Receiver<Result<Bytes, TransportError>>,
+    /// What the client sends, in arrival order. Ends when the connection is gone.
+    pub inbound: mpsc::Receiver<Inbound>,
+    /// The client negotiated stateful reconnect: the connection may outlive a WebSocket if
+    /// the application turns replay on (`Outbox::enable_replay`) at the handshake.
+    pub stateful: bool,
     /// Outbound frames. Closing it ends the transport once the queue is written.
     pub outbox: Arc<Outbox>,
     /// Who opened the connection, as the endpoint's authenticator established it from the
@@ -129,6 +143,12 @@ pub struct TransportOptions {
     pub auth: AuthOptions,
     /// Cross-origin requests from browsers. Default: `None`, no CORS headers at all.
     pub cors: Option<CorsOptions>,
+    /// Offer stateful reconnect to clients that ask for it (`withStatefulReconnect()`): a
+    /// WebSocket that drops without a close is replaced by the client's next one within the
+    /// disconnect timeout, and no message is lost or duplicated. Default: false.
+    pub allow_stateful_reconnect: bool,
+    /// Most unacknowledged bytes held for replay per stateful connection. Default: 100,000.
+    pub stateful_reconnect_buffer_size: usize,
 }
 
 impl Default for TransportOptions {
@@ -148,6 +168,8 @@ impl Default for TransportOptions {
             websocket_read_buffer: 4 * 1024,
             auth: AuthOptions::default(),
             cors: None,
+            allow_stateful_reconnect: false,
+            stateful_reconnect_buffer_size: 100_000,
         }
     }
 }

@@ -58,10 +58,15 @@ pub(crate) async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Reque
     } else {
         new_id()
     };
+    // Offered only when asked for: the JS client aborts if the server offers it unasked.
+    let stateful = endpoint.options.allow_stateful_reconnect
+        && query_param(&parts.uri, "useStatefulReconnect")
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"));
     endpoint.connections.insert_negotiated(
         token.clone(),
         connection_id.clone(),
         endpoint.options.max_buffered_bytes,
+        stateful,
     );
 
     let response = NegotiateResponse {
@@ -77,7 +82,7 @@ pub(crate) async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Reque
                 transfer_formats: transfer_formats(transport),
             })
             .collect(),
-        use_stateful_reconnect: false,
+        use_stateful_reconnect: stateful,
     };
     json(&response)
 }

@@ -21,6 +21,18 @@
 //! transport. The sender sees [`PushError::Full`] once and is never blocked, so one stalled
 //! client cannot hold up a broadcast to thousands of others. A client that reconnects starts
 //! from a fresh connection.
+//!
+//! # Replay (stateful reconnect)
+//!
+//! With [`Outbox::enable_replay`], every frame pushed with [`Outbox::push`] is a *trackable*
+//! message and gets the next sequence id (1, 2, 3, ...); frames pushed with
+//! [`Outbox::push_untracked`] (pings, acks, closes) are not numbered. A trackable frame the
+//! writer has taken stays in a replay buffer until the client acknowledges it
+//! ([`Outbox::ack`]). When the replay buffer holds `limit` bytes, the writer stops taking
+//! trackable frames until an Ack frees room (they wait in the queue, under the slow-consumer
+//! bound). After the transport is replaced, [`Outbox::resume`] makes the next batch start
+//! with a Sequence message and every unacknowledged frame, in order; nothing is lost and the
+//! client drops what it had already seen.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -65,9 +77,45 @@ pub struct Outbox {
     binary: AtomicBool,
 }
 
+/// Encodes the Sequence message announcing the id of the next replayed message.
+pub type SequenceEncoder = Box<dyn Fn(u64) -> Bytes + Send + Sync>;
+
+struct Replay {
+    /// Sequence id of the next trackable push.
+    next_push: u64,
+    /// Sequence id of the next trackable frame the writer takes.
+    next_write: u64,
+    /// Written, not yet acknowledged.
+    unacked: VecDeque<(u64, Bytes)>,
+    unacked_bytes: usize,
+    /// Bound of `unacked_bytes` before the writer waits for Acks.
+    limit: usize,
+    sequence: SequenceEncoder,
+    /// The transport was replaced: announce and replay before anything else.
+    resume: bool,
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("next_push", &self.next_push)
+            .field("next_write", &self.next_write)
+            .field("unacked", &self.unacked.len())
+            .field("unacked_bytes", &self.unacked_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A queued frame; `seq` is set for trackable frames while replay is on.
+#[derive(Debug)]
+struct Frame {
+    bytes: Bytes,
+    seq: Option<u64>,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Frame>,
     /// Sum of the lengths of `frames`.
     bytes: usize,
     /// No more frames are accepted; the writer drains what is left and stops.
@@ -76,6 +124,8 @@ struct State {
     overflow_frame: Option<Bytes>,
     /// The overflow policy already fired (counted once).
     overflowed: bool,
+    /// Stateful reconnect, when on.
+    replay: Option<Replay>,
 }
 
 impl Outbox {
@@ -90,8 +140,17 @@ impl Outbox {
         }
     }
 
-    /// Queue a frame. Never waits.
+    /// Queue a frame: a trackable message (numbered when replay is on). Never waits.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_frame(frame, true)
+    }
+
+    /// Queue a frame that is not a trackable message (Ping, Ack, Sequence). Never waits.
+    pub fn push_untracked(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_frame(frame, false)
+    }
+
+    fn push_frame(&self, frame: Bytes, tracked: bool) -> Result<(), PushError> {
         let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed);
@@ -101,9 +160,14 @@ impl Outbox {
             // to an idle connection is never mistaken for a slow consumer.
             state.frames.clear();
             state.bytes = 0;
+            // Nothing will be replayed: the connection is over.
+            state.replay = None;
             if let Some(close) = state.overflow_frame.take() {
                 state.bytes = close.len();
-                state.frames.push_back(close);
+                state.frames.push_back(Frame {
+                    bytes: close,
+                    seq: None,
+                });
             }
             state.closed = true;
             state.overflowed = true;
@@ -112,13 +176,83 @@ impl Outbox {
             return Err(PushError::Full);
         }
         let was_empty = state.frames.is_empty();
+        let seq = match (&mut state.replay, tracked) {
+            (Some(replay), true) => {
+                let seq = replay.next_push;
+                replay.next_push += 1;
+                Some(seq)
+            }
+            _ => None,
+        };
         state.bytes += frame.len();
-        state.frames.push_back(frame);
+        state.frames.push_back(Frame { bytes: frame, seq });
         drop(state);
         if was_empty {
             self.notify.notify_one();
         }
         Ok(())
+    }
+
+    /// Turn replay on (stateful reconnect): trackable frames pushed from now on are numbered
+    /// from 1 and kept until acknowledged; `limit` bounds the unacknowledged bytes.
+    pub fn enable_replay(&self, limit: usize, sequence: SequenceEncoder) {
+        self.lock().replay = Some(Replay {
+            next_push: 1,
+            next_write: 1,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            limit,
+            sequence,
+            resume: false,
+        });
+    }
+
+    /// Whether replay is on: the connection may outlive its transport.
+    pub fn replay_enabled(&self) -> bool {
+        let state = self.lock();
+        state.replay.is_some() && !state.closed
+    }
+
+    /// The client acknowledged every trackable message up to `sequence_id`.
+    pub fn ack(&self, sequence_id: u64) {
+        let mut state = self.lock();
+        let Some(replay) = state.replay.as_mut() else {
+            return;
+        };
+        let mut freed = false;
+        while let Some((seq, frame)) = replay.unacked.front() {
+            if *seq > sequence_id {
+                break;
+            }
+            replay.unacked_bytes -= frame.len();
+            replay.unacked.pop_front();
+            freed = true;
+        }
+        let waiting = !state.frames.is_empty();
+        drop(state);
+        if freed && waiting {
+            // The writer may have stopped at the replay bound.
+            self.notify.notify_one();
+        }
+    }
+
+    /// A new transport took over: its first batch starts with a Sequence message and every
+    /// unacknowledged frame.
+    pub fn resume(&self) {
+        let mut state = self.lock();
+        if let Some(replay) = state.replay.as_mut() {
+            replay.resume = true;
+        }
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    /// Unacknowledged trackable frames held for replay (count, bytes).
+    pub fn unacknowledged(&self) -> (usize, usize) {
+        self.lock()
+            .replay
+            .as_ref()
+            .map_or((0, 0), |r| (r.unacked.len(), r.unacked_bytes))
     }
 
     /// Queue a last frame (usually a hub `Close` message) and close the outbox: the writer
@@ -130,7 +264,10 @@ impl Outbox {
         }
         if let Some(frame) = last_frame {
             state.bytes += frame.len();
-            state.frames.push_back(frame);
+            state.frames.push_back(Frame {
+                bytes: frame,
+                seq: None,
+            });
         }
         state.closed = true;
         drop(state);
@@ -148,6 +285,7 @@ impl Outbox {
         state.closed = true;
         state.frames.clear();
         state.bytes = 0;
+        state.replay = None;
         drop(state);
         self.notify.notify_one();
         self.drained.notify_waiters();
@@ -224,21 +362,51 @@ impl Outbox {
     /// still open.
     pub fn try_next_batch(&self, out: &mut BytesMut, max_bytes: usize) -> Option<Batch> {
         let mut state = self.lock();
-        if state.frames.is_empty() {
-            return state.closed.then_some(Batch::Closed);
-        }
+        let state = &mut *state;
         let mut taken = 0;
+        if let Some(replay) = state.replay.as_mut()
+            && replay.resume
+        {
+            replay.resume = false;
+            let first = replay
+                .unacked
+                .front()
+                .map_or(replay.next_write, |(seq, _)| *seq);
+            out.extend_from_slice(&(replay.sequence)(first));
+            for (_, frame) in &replay.unacked {
+                out.extend_from_slice(frame);
+            }
+            taken = 1;
+        }
+        let mut dequeued = 0;
         while let Some(frame) = state.frames.front() {
-            if taken > 0 && taken + frame.len() > max_bytes {
+            if taken > 0 && taken + frame.bytes.len() > max_bytes {
                 break;
             }
-            let frame = state.frames.pop_front().unwrap_or_default();
-            taken += frame.len();
-            out.extend_from_slice(&frame);
+            if let (Some(replay), Some(_)) = (state.replay.as_ref(), frame.seq)
+                && !replay.unacked.is_empty()
+                && replay.unacked_bytes + frame.bytes.len() > replay.limit
+            {
+                // The replay buffer is full: wait for the client's Acks (`ack` wakes us).
+                break;
+            }
+            let Some(frame) = state.frames.pop_front() else {
+                break;
+            };
+            taken += frame.bytes.len();
+            dequeued += frame.bytes.len();
+            out.extend_from_slice(&frame.bytes);
+            if let (Some(replay), Some(seq)) = (state.replay.as_mut(), frame.seq) {
+                replay.next_write = seq + 1;
+                replay.unacked_bytes += frame.bytes.len();
+                replay.unacked.push_back((seq, frame.bytes));
+            }
         }
-        state.bytes -= taken;
+        if taken == 0 {
+            return (state.frames.is_empty() && state.closed).then_some(Batch::Closed);
+        }
+        state.bytes -= dequeued;
         let more = !state.frames.is_empty();
-        drop(state);
         if more {
             // Leave a permit so the next call does not wait for frames already queued.
             self.notify.notify_one();
@@ -338,6 +506,50 @@ mod tests {
             .await
             .expect("producer woke")
             .unwrap();
+    }
+
+    fn sequence() -> SequenceEncoder {
+        Box::new(|id| Bytes::from(format!("[S{id}]")))
+    }
+
+    fn drain(outbox: &Outbox) -> String {
+        let mut out = BytesMut::new();
+        outbox.try_next_batch(&mut out, usize::MAX);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn replay_resends_what_was_not_acknowledged_after_a_sequence() {
+        let outbox = Outbox::new(1024);
+        outbox.enable_replay(1024, sequence());
+        outbox.push(frame("a")).unwrap();
+        outbox.push_untracked(frame("p")).unwrap();
+        outbox.push(frame("b")).unwrap();
+        outbox.push(frame("c")).unwrap();
+        assert_eq!(drain(&outbox), "apbc");
+        outbox.ack(1);
+        assert_eq!(outbox.unacknowledged(), (2, 2));
+        // The transport drops; more is sent meanwhile; a new transport resumes.
+        outbox.push(frame("d")).unwrap();
+        outbox.resume();
+        assert_eq!(drain(&outbox), "[S2]bcd");
+        outbox.ack(4);
+        assert_eq!(outbox.unacknowledged(), (0, 0));
+        outbox.resume();
+        // Nothing unacknowledged: the Sequence names the next message.
+        assert_eq!(drain(&outbox), "[S5]");
+    }
+
+    #[test]
+    fn a_full_replay_buffer_holds_trackable_frames_until_acked() {
+        let outbox = Outbox::new(1024);
+        outbox.enable_replay(4, sequence());
+        outbox.push(frame("aaa")).unwrap();
+        outbox.push(frame("bbb")).unwrap();
+        assert_eq!(drain(&outbox), "aaa");
+        assert_eq!(drain(&outbox), "");
+        outbox.ack(1);
+        assert_eq!(drain(&outbox), "bbb");
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 
-use super::endpoint::{Endpoint, Refusal};
+use super::endpoint::{ApplicationStart, Endpoint, Refusal};
 use super::{Batch, Outbox, TransportType};
 use crate::auth::Identity;
 
@@ -46,14 +46,15 @@ pub(crate) fn connect(
             endpoint.connections.dispose(&entry.token);
             return Err(Refusal::ShuttingDown);
         }
-        endpoint.start_application(
-            entry.connection_id.clone(),
-            parts,
-            TransportType::ServerSentEvents,
-            application,
-            entry.outbox.clone(),
+        endpoint.start_application(ApplicationStart {
+            connection_id: entry.connection_id.clone(),
+            request: parts,
+            transport: TransportType::ServerSentEvents,
+            inbound: application,
+            outbox: entry.outbox.clone(),
             identity,
-        );
+            stateful: false,
+        });
     }
 
     let stream = EventStream {

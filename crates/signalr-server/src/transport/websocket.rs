@@ -19,9 +19,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::connections::{InboundSender, new_id};
-use super::endpoint::{Endpoint, Refusal, query_param};
-use super::{Batch, INBOUND_CHANNEL_CAPACITY, Outbox, TransportError, TransportType};
+use super::endpoint::{ApplicationStart, Endpoint, Refusal, query_param};
+use super::{Batch, INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportError, TransportType};
 use crate::auth::Identity;
+use tokio_util::sync::CancellationToken;
 
 /// How long to keep reading after sending a close frame, so the client's unread data is
 /// consumed and the close frame is not lost to a TCP reset.
@@ -37,24 +38,30 @@ pub(crate) fn accept(
     identity: Option<Arc<Identity>>,
 ) -> Result<Response, Refusal> {
     let token = query_param(&parts.uri, "id");
-    let (connection_id, inbound, application, outbox) = match &token {
+    let mut socket = None;
+    let (connection_id, inbound, application, outbox, stateful) = match &token {
         Some(_) => {
             let entry = endpoint.lookup(&parts)?;
-            let activation = entry
-                .activate(TransportType::WebSockets)
+            // A stateful client's new socket takes over from one the server still thinks
+            // is alive (ASP.NET Core cancels the old one rather than answering 409).
+            let takeover = entry.stateful && entry.outbox.replay_enabled();
+            let (activation, number, let_go) = entry
+                .activate_socket(takeover)
                 .map_err(|error| Refusal::Claim(error, TransportType::WebSockets))?;
+            socket = Some((entry.clone(), number, let_go));
             (
                 entry.connection_id.clone(),
                 activation.inbound,
                 activation.application,
                 entry.outbox.clone(),
+                entry.stateful,
             )
         }
         // skipNegotiation: the connection starts here, with no token in the table.
         None => {
             let (inbound, application) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
             let outbox = Arc::new(Outbox::new(endpoint.options.max_buffered_bytes));
-            (new_id().into(), inbound, Some(application), outbox)
+            (new_id().into(), inbound, Some(application), outbox, false)
         }
     };
     if application.is_some() && endpoint.lifecycle.is_shutting_down() {
@@ -79,39 +86,78 @@ pub(crate) fn accept(
                 failed_endpoint.connections.dispose(&token);
             }
         })
-        .on_upgrade(move |socket| async move {
+        .on_upgrade(move |ws| async move {
             if let Some(application) = application {
-                endpoint.start_application(
+                endpoint.start_application(ApplicationStart {
                     connection_id,
-                    parts,
-                    TransportType::WebSockets,
-                    application,
-                    outbox.clone(),
+                    request: parts,
+                    transport: TransportType::WebSockets,
+                    inbound: application,
+                    outbox: outbox.clone(),
                     identity,
-                );
+                    stateful,
+                });
+            } else if outbox.replay_enabled() {
+                // A stateful reconnect: the application drops what the old socket cut off
+                // and waits for the client's Sequence; the outbox replays what the client
+                // has not acknowledged.
+                if inbound.send(Inbound::Resumed).await.is_ok() {
+                    outbox.resume();
+                }
+                tracing::debug!(%connection_id, "WebSocket resumed a stateful connection");
             }
-            run(&endpoint, socket, inbound, &outbox).await;
-            // A WebSocket connection ends with its socket. (With stateful reconnect, this is
-            // where the entry would be deactivated instead, to wait for the client's next
-            // socket.)
-            match token {
-                Some(token) => endpoint.connections.dispose(&token),
+            let let_go = socket
+                .as_ref()
+                .map(|(_, _, let_go)| let_go.clone())
+                .unwrap_or_default();
+            let ended = run(&endpoint, ws, inbound, &outbox, &let_go).await;
+            match (token, socket) {
+                (Some(token), Some((entry, number, _))) => {
+                    // A socket that dropped without a close keeps a replaying connection
+                    // alive for the client's next socket.
+                    let keep = matches!(ended, Ended::Dropped | Ended::TakenOver)
+                        && outbox.replay_enabled();
+                    if !entry.socket_ended(number, keep) {
+                        endpoint.connections.dispose(&token);
+                    }
+                }
+                (Some(token), None) => endpoint.connections.dispose(&token),
                 // Nobody will write what is still queued; later pushes fail fast.
-                None => outbox.abandon(),
+                (None, _) => outbox.abandon(),
             }
         }))
 }
 
-async fn run(endpoint: &Endpoint, mut socket: WebSocket, inbound: InboundSender, outbox: &Outbox) {
+/// How a socket ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The application closed the outbox; a close frame was sent.
+    ClosedByServer,
+    /// The client sent a close frame.
+    ClosedByClient,
+    /// The socket failed or ended without a close frame.
+    Dropped,
+    /// A newer socket of the same stateful connection took over.
+    TakenOver,
+}
+
+async fn run(
+    endpoint: &Endpoint,
+    mut socket: WebSocket,
+    inbound: InboundSender,
+    outbox: &Outbox,
+    let_go: &CancellationToken,
+) -> Ended {
     let options = &endpoint.options;
     let mut batch = BytesMut::new();
     // A chunk read from the socket, waiting for room in the inbound channel.
-    let mut pending: Option<Result<Bytes, TransportError>> = None;
+    let mut pending: Option<Inbound> = None;
     // False once the read side is finished (error): writes continue until the outbox closes.
     let mut reading = true;
-    let closed_by_server = loop {
+    let ended = loop {
         tokio::select! {
             biased;
+            () = let_go.cancelled() => break Ended::TakenOver,
             next = outbox.next_batch(&mut batch, options.max_write_batch_bytes) => match next {
                 Batch::Frames => {
                     let data = batch.split().freeze();
@@ -122,15 +168,15 @@ async fn run(endpoint: &Endpoint, mut socket: WebSocket, inbound: InboundSender,
                             Ok(text) => Message::Text(text),
                             Err(error) => {
                                 tracing::error!(%error, "outbound JSON frame is not UTF-8");
-                                break true;
+                                break Ended::ClosedByServer;
                             }
                         }
                     };
                     if socket.send(message).await.is_err() {
-                        break false;
+                        break Ended::Dropped;
                     }
                 }
-                Batch::Closed => break true,
+                Batch::Closed => break Ended::ClosedByServer,
             },
             permit = inbound.reserve(), if pending.is_some() => match permit {
                 Ok(permit) => {
@@ -142,16 +188,21 @@ async fn run(endpoint: &Endpoint, mut socket: WebSocket, inbound: InboundSender,
                 Err(_) => pending = None,
             },
             message = socket.recv(), if pending.is_none() && reading => match message {
-                Some(Ok(Message::Text(text))) => pending = Some(Ok(Bytes::from(text))),
-                Some(Ok(Message::Binary(data))) => pending = Some(Ok(data)),
+                Some(Ok(Message::Text(text))) => pending = Some(Inbound::Data(Bytes::from(text))),
+                Some(Ok(Message::Binary(data))) => pending = Some(Inbound::Data(data)),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break false,
+                Some(Ok(Message::Close(_))) => break Ended::ClosedByClient,
+                None => break Ended::Dropped,
                 Some(Err(error)) => {
                     let error = transport_error(&error, options.max_websocket_message_bytes);
                     tracing::debug!(%error, "WebSocket read failed");
+                    if matches!(error, TransportError::Io(_)) && outbox.replay_enabled() {
+                        // The client will be back with a new socket.
+                        break Ended::Dropped;
+                    }
                     // Let the application say why in a Close message; the write side stays
                     // up until it has.
-                    pending = Some(Err(error));
+                    pending = Some(Inbound::Failed(error));
                     reading = false;
                 }
             },
@@ -159,7 +210,7 @@ async fn run(endpoint: &Endpoint, mut socket: WebSocket, inbound: InboundSender,
     };
     drop(inbound);
 
-    if closed_by_server {
+    if ended == Ended::ClosedByServer {
         let close = Message::Close(Some(CloseFrame {
             code: 1000,
             reason: Utf8Bytes::default(),
@@ -171,6 +222,7 @@ async fn run(endpoint: &Endpoint, mut socket: WebSocket, inbound: InboundSender,
             .await;
         }
     }
+    ended
 }
 
 fn transport_error(error: &axum::Error, max: usize) -> TransportError {
