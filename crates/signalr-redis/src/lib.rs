@@ -57,7 +57,17 @@
 //!   single node or cluster, for tests.
 
 pub mod channels;
+mod config;
 pub mod envelope;
+mod error;
+mod link;
+mod manager;
 mod msgpack;
+mod stats;
 #[cfg(feature = "test-util")]
 pub mod testing;
+
+pub use config::{DEFAULT_HUB_NAME, RedisConfig};
+pub use error::BackplaneError;
+pub use manager::RedisHubLifetimeManager;
+pub use stats::BackplaneStats;
