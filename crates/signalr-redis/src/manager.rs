@@ -635,10 +635,19 @@ impl Inner {
             Ok(answer) => {
                 let inner = Arc::downgrade(self);
                 tokio::spawn(async move {
-                    let completion = answer.await.unwrap_or_else(|_| Completion {
-                        headers: Vec::new(),
-                        invocation_id,
-                        result: CompletionResult::Error(CONNECTION_DISCONNECTED.to_owned()),
+                    // The answer, or the connection ending first (then no answer can come).
+                    let answered = tokio::select! {
+                        biased;
+                        answer = answer => answer.ok(),
+                        () = connection.closed() => None,
+                    };
+                    let completion = answered.unwrap_or_else(|| {
+                        connection.cancel_invocation(&invocation_id);
+                        Completion {
+                            headers: Vec::new(),
+                            invocation_id,
+                            result: CompletionResult::Error(CONNECTION_DISCONNECTED.to_owned()),
+                        }
                     });
                     if let Some(inner) = inner.upgrade() {
                         inner.return_completion(&connection, return_channel, completion);
