@@ -17,13 +17,14 @@
 //! packages installed in `examples/chat/node_modules` (`npm ci` in `examples/chat`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use signalr_server::{Clients, Context, Groups, Hub, HubError};
+use signalr_server::{Clients, Context, Groups, Hub, HubError, HubLifetimeManager};
 
 /// `Send(name, message)`: to everyone.
 async fn send(clients: Clients, name: String, message: String) -> Result<(), HubError> {
@@ -84,12 +85,25 @@ pub fn user_from_query(request: &axum::http::request::Parts) -> Option<String> {
 }
 
 /// Settings of the chat application.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChatConfig {
     /// Largest hub message accepted from a client.
     pub max_message_size: usize,
     /// Where the npm packages of the page are installed (`examples/chat/node_modules`).
     pub node_modules: PathBuf,
+    /// The scale-out backplane (e.g. a `RedisHubLifetimeManager`); `None` keeps every
+    /// connection in this process's memory.
+    pub lifetime_manager: Option<Arc<dyn HubLifetimeManager>>,
+}
+
+impl std::fmt::Debug for ChatConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatConfig")
+            .field("max_message_size", &self.max_message_size)
+            .field("node_modules", &self.node_modules)
+            .field("scaled_out", &self.lifetime_manager.is_some())
+            .finish()
+    }
 }
 
 impl Default for ChatConfig {
@@ -97,13 +111,18 @@ impl Default for ChatConfig {
         ChatConfig {
             max_message_size: 32 * 1024,
             node_modules: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/node_modules")),
+            lifetime_manager: None,
         }
     }
 }
 
 /// The chat hub.
 pub fn hub(config: &ChatConfig) -> Hub {
-    Hub::builder()
+    let mut builder = Hub::builder();
+    if let Some(manager) = &config.lifetime_manager {
+        builder = builder.lifetime_manager(manager.clone());
+    }
+    builder
         .method("Send", send)
         .method("JoinGroup", join_group)
         .method("LeaveGroup", leave_group)
