@@ -39,6 +39,8 @@ pub struct RedisConfig {
     reconnect_max_delay: Duration,
     health_check_interval: Duration,
     sharded: bool,
+    /// PEM root certificate(s) trusted for `rediss://` instead of the web PKI roots.
+    tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
@@ -58,6 +60,7 @@ impl RedisConfig {
             reconnect_max_delay: Duration::from_millis(500),
             health_check_interval: Duration::from_secs(5),
             sharded: false,
+            tls_root_certificate: None,
         }
     }
 
@@ -130,6 +133,14 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts these PEM root certificates for `rediss://` connections (a private CA, or
+    /// a self-signed server certificate) instead of the built-in web PKI roots.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
     /// The URL, as given (with its password).
     pub fn url(&self) -> &str {
         &self.url
@@ -192,9 +203,32 @@ impl RedisConfig {
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        Ok(info
+        let info = info
             .set_redis_settings(redis)
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        self.with_tls_roots(info)
+    }
+
+    #[cfg(feature = "tls")]
+    fn with_tls_roots(&self, info: ConnectionInfo) -> Result<ConnectionInfo, BackplaneError> {
+        let Some(pem) = &self.tls_root_certificate else {
+            return Ok(info);
+        };
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        };
+        redis::Client::build_with_tls(info, certificates)
+            .map(|client| client.get_connection_info().clone())
+            .map_err(|error| BackplaneError::InvalidUrl {
+                url: self.redacted_url(),
+                reason: format!("TLS root certificate: {error}"),
+            })
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn with_tls_roots(&self, info: ConnectionInfo) -> Result<ConnectionInfo, BackplaneError> {
+        Ok(info)
     }
 }
 

@@ -686,7 +686,8 @@ impl Subscriber {
     }
 
     /// Watches the connection and rebuilds it (with every subscription) when it is lost.
-    /// Not used in sharded mode, where the cluster client reconnects and resubscribes.
+    /// In sharded mode the cluster client reconnects its nodes and resubscribes by itself;
+    /// the supervisor only logs the losses there.
     pub(crate) fn spawn_supervisor(
         self: &Arc<Self>,
         health_check_interval: Duration,
@@ -701,6 +702,27 @@ impl Subscriber {
             return;
         };
         let this = Arc::downgrade(self);
+        if self.connector.is_sharded() {
+            let endpoint = self.connector.endpoint().to_owned();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        notice = disconnects.recv() => {
+                            if notice.is_none() {
+                                break;
+                            }
+                            tracing::warn!(
+                                seed = %endpoint,
+                                "Redis backplane: a cluster node connection closed; the cluster \
+                                 client reconnects and resubscribes its shard channels"
+                            );
+                        }
+                    }
+                }
+            });
+            return;
+        }
         tokio::spawn(async move {
             loop {
                 let reported = tokio::select! {

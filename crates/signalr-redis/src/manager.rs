@@ -160,11 +160,9 @@ impl RedisHubLifetimeManager {
             .start(&permanent)
             .await
             .map_err(connect_error)?;
-        if !config.is_sharded() {
-            inner
-                .subscriber
-                .spawn_supervisor(config.health_check_interval_value(), shutdown.clone());
-        }
+        inner
+            .subscriber
+            .spawn_supervisor(config.health_check_interval_value(), shutdown.clone());
         tokio::spawn(apply_group_commands(
             Arc::downgrade(&inner),
             group_command_rx,
