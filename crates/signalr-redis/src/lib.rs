@@ -171,6 +171,8 @@
 //! `signalr_backplane_publishes_total`, `signalr_backplane_publish_errors_total`,
 //! `signalr_backplane_messages_received_total`, `signalr_backplane_reconnects_total`,
 //! `signalr_backplane_lost_messages_total`, `signalr_backplane_decode_errors_total`.
+//! The handles are registered when the manager connects: install the `metrics` recorder
+//! (e.g. a Prometheus exporter) before that.
 //!
 //! # Layout
 //!
