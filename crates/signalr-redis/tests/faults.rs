@@ -317,3 +317,49 @@ async fn unreachable_redis_fails_clearly_at_start() {
     );
     assert!(!error.to_string().contains("secret"));
 }
+
+/// Redis drops only the subscription connections (`CLIENT KILL TYPE pubsub`): each node
+/// notices, reconnects and resubscribes its group, user and connection channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_dropped_by_redis_are_rebuilt() {
+    let server = start_server().await;
+    let m1 = RedisHubLifetimeManager::connect(config(&server))
+        .await
+        .unwrap();
+    let m2 = RedisHubLifetimeManager::connect(config(&server))
+        .await
+        .unwrap();
+    let mut a = connect(&m1, "a", None).await;
+    let mut b = connect(&m2, "b", Some("bob")).await;
+    m2.add_to_group("b", "room").await.unwrap();
+
+    let killed = {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            server
+                .connect()
+                .unwrap()
+                .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    println!("CLIENT KILL TYPE pubsub: {killed:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m1.stats().reconnects < 1 || m2.stats().reconnects < 1 || !m2.is_connected() {
+        assert!(Instant::now() < deadline, "subscriptions were not rebuilt");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (audience, text) in [
+        (Audience::Group("room".into()), "group"),
+        (Audience::User("bob".into()), "user"),
+        (Audience::Connection("b".into()), "connection"),
+        (Audience::All, "all"),
+    ] {
+        m1.send(&audience, &message(text)).await.unwrap();
+        expect_text(&mut b, text).await;
+    }
+    expect_text(&mut a, "all").await;
+    assert_eq!(m1.stats().lost_messages, 0);
+}
