@@ -3,6 +3,46 @@
 //! `Microsoft.AspNetCore.SignalR.StackExchangeRedis`, so Rust and .NET nodes can serve one
 //! hub side by side.
 //!
+//! # Usage
+//!
+//! Connect a [`RedisHubLifetimeManager`] and give it to the hub. Every node of the hub
+//! does the same with the same Redis, hub name and channel prefix:
+//!
+//! ```
+//! use std::time::Duration;
+//! use signalr_redis::{RedisConfig, RedisHubLifetimeManager};
+//! use signalr_server::protocol::Protocol;
+//! use signalr_server::testing::TestClient;
+//! use signalr_server::{Audience, Hub, HubLifetimeManager, SerializedMessage};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let redis = signalr_redis::testing::RedisServer::builder().password("secret").start();
+//! # let url = redis.url();
+//! // url is e.g. "redis://:secret@127.0.0.1:6379"
+//! let config = RedisConfig::new(url).hub_name("MyApp.Hubs.ChatHub");
+//! let node_a = RedisHubLifetimeManager::connect(config.clone()).await?;
+//! let node_b = RedisHubLifetimeManager::connect(config).await?;
+//!
+//! // In an application: Hub::builder().lifetime_manager(node_a.clone()) ... .build()
+//! let _hub = Hub::builder().lifetime_manager(node_a.clone()).build();
+//!
+//! // A connection on node B, reached from node A.
+//! let mut bob = TestClient::new("bob-connection", Some("bob"), Protocol::Json);
+//! node_b.on_connected(bob.connection()).await?;
+//! let hello = SerializedMessage::invocation("hello", &("from A",), &Protocol::ALL)?;
+//! node_a.send(&Audience::User("bob".into()), &hello).await?;
+//! let received = bob.expect_invocation("hello").await;
+//! assert_eq!(received.target, "hello");
+//! assert_eq!(node_a.stats().publishes, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`RedisHubLifetimeManager::connect`] fails at once, naming the Redis endpoint, when
+//! Redis is unreachable, refuses the password or does not answer in time
+//! ([`BackplaneError`]). Once started, a node survives Redis going away (below).
+//!
 //! # How it works
 //!
 //! Nothing is stored in Redis. Every send becomes one `PUBLISH` to a channel named after
@@ -48,8 +88,97 @@
 //! publisher did not include that protocol, so publishers must include every protocol
 //! any node's clients use.
 //!
+//! ## Sending and receiving
+//!
+//! Each node has one publishing connection and one subscribing connection (RESP3,
+//! `TCP_NODELAY`), whatever the number of clients; per client there is nothing in Redis
+//! but channel subscriptions. The subscribing connection follows the node's needs:
+//! `all`, `internal:groups` and the node's own ack and return channels always;
+//! `connection:{id}` from a connection's start to its end; `group:{name}` and
+//! `user:{id}` reference-counted, subscribed with the first local member and
+//! unsubscribed after the last. A connection is registered only once its channel
+//! subscription is confirmed, so a .NET node can reach it at once.
+//!
+//! | Audience | Published as |
+//! |---|---|
+//! | all, all except | one publish to `all` (excluded ids in the envelope) |
+//! | group, group except, groups | one publish per group |
+//! | user, users | one publish per user |
+//! | connection | written directly when local, else one publish to its channel |
+//! | connections | one publish per id, local ones included |
+//!
+//! As on .NET, a node receives its own publishes and delivers to its local connections
+//! from there. That keeps one order for everyone: every connection of a channel, here or
+//! elsewhere, sees its messages in Redis's order. `send` returns once Redis has accepted
+//! the publish (the answer to `PUBLISH`), so a message sent after another's `send`
+//! returned is delivered after it. Publishing is pipelined: one task drains a queue and
+//! sends everything queued as one pipeline per round trip, so concurrent senders share
+//! round trips and publish order is kept.
+//!
+//! Incoming messages are handled on the subscribing connection's read task: the
+//! envelope is decoded and the frames are queued for local connections, which never
+//! waits (a connection's outbound queue is bounded in bytes and a slow client is closed,
+//! never waited for), and nothing is dropped on the way. Frames are forwarded as they
+//! came; a client whose protocol is missing from a .NET node's envelope gets the message
+//! transcoded from another protocol instead of being dropped. A payload that cannot be
+//! decoded is logged, counted and skipped.
+//!
+//! ## Groups and client results across nodes
+//!
+//! Adding or removing a connection held by another node publishes a group command on
+//! `internal:groups`; the owner applies it, subscribes the group channel if needed, then
+//! acks on the sender's `internal:ack:{server}`. No ack within the ack timeout (30 s by
+//! default, [`RedisConfig::ack_timeout`]) is a timeout error naming the connection.
+//!
+//! A client result asked of a connection on another node is published to its connection
+//! channel as the 4-element invocation with this node's return channel; no receiver means
+//! the connection does not exist. The owner forwards it, then publishes the client's
+//! Completion framed in the client's protocol (or `"Connection disconnected."` when the
+//! connection ends first); the origin parses it in whatever protocol it came in.
+//!
+//! ## When Redis goes away
+//!
+//! * Local connections keep being served. A publish that fails (Redis down, or the
+//!   publishing connection being rebuilt) is delivered directly to this node's
+//!   connections of its audience and counted as lost for the other nodes
+//!   ([`BackplaneStats::lost_messages`], `signalr_backplane_lost_messages_total`). A
+//!   message for a connection on another node fails with an error. While the
+//!   subscription is down, successful publishes are also delivered locally, since their
+//!   echo cannot come back.
+//! * Both connections reconnect with exponential backoff (50 ms up to 500 ms by default,
+//!   [`RedisConfig::reconnect_delay`]). The subscribing connection subscribes every channel
+//!   in its table again before it reports itself live. An idle subscription is checked
+//!   with `PING` ([`RedisConfig::health_check_interval`]) to catch dead TCP connections.
+//! * The loss and the recovery are logged (error, then warning with the outage's length),
+//!   and reconnections are counted.
+//! * What other nodes publish while this node's subscription is down is lost for its
+//!   connections, and group commands sent meanwhile time out: as on .NET, there is no
+//!   replay (see redis-backplane.md §6 for what could be added without breaking .NET
+//!   peers).
+//!
+//! ## Sharded mode (Redis Cluster)
+//!
+//! With [`RedisConfig::sharded`], the manager uses the cluster client with
+//! `SSUBSCRIBE`/`SPUBLISH` (Redis 7+): each channel lives on the shard owning its slot
+//! instead of being broadcast to every cluster node, so throughput grows with shards.
+//! The cluster client reconnects to nodes and resubscribes shard channels itself. .NET
+//! nodes do not speak sharded pub/sub, so this is for clusters of signalr-rs nodes only;
+//! the default classic mode works against a cluster through any one node.
+//!
+//! ## Metrics
+//!
+//! Counters, labelled `hub`, through the `metrics` crate and [`RedisHubLifetimeManager::stats`]:
+//! `signalr_backplane_publishes_total`, `signalr_backplane_publish_errors_total`,
+//! `signalr_backplane_messages_received_total`, `signalr_backplane_reconnects_total`,
+//! `signalr_backplane_lost_messages_total`, `signalr_backplane_decode_errors_total`.
+//! The handles are registered when the manager connects: install the `metrics` recorder
+//! (e.g. a Prometheus exporter) before that.
+//!
 //! # Layout
 //!
+//! * [`RedisHubLifetimeManager`], [`RedisConfig`], [`BackplaneError`], [`BackplaneStats`].
+//! * `link` (private): the two Redis connections, their reconnection, the publish queue
+//!   and the subscription table.
 //! * [`channels`]: channel names for one hub, classification of incoming channel names,
 //!   server names.
 //! * [`envelope`]: the four payloads, encoders and decoders; [`envelope::DecodeError`].
@@ -57,7 +186,17 @@
 //!   single node or cluster, for tests.
 
 pub mod channels;
+mod config;
 pub mod envelope;
+mod error;
+mod link;
+mod manager;
 mod msgpack;
+mod stats;
 #[cfg(feature = "test-util")]
 pub mod testing;
+
+pub use config::{DEFAULT_HUB_NAME, RedisConfig};
+pub use error::BackplaneError;
+pub use manager::RedisHubLifetimeManager;
+pub use stats::BackplaneStats;

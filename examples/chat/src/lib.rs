@@ -31,7 +31,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use signalr_server::protocol::TransportType;
-use signalr_server::{AuthError, Clients, Context, Groups, Hub, HubError, Identity};
+use signalr_server::{
+    AuthError, Clients, Context, Groups, Hub, HubError, HubLifetimeManager, Identity,
+};
 
 /// `Send(name, message)`: to everyone.
 async fn send(clients: Clients, name: String, message: String) -> Result<(), HubError> {
@@ -92,7 +94,7 @@ pub fn user_from_query(request: &axum::http::request::Parts) -> Option<String> {
 }
 
 /// Settings of the chat application.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChatConfig {
     /// Largest hub message accepted from a client.
     pub max_message_size: usize,
@@ -103,6 +105,21 @@ pub struct ChatConfig {
     /// Demo authentication: bearer token → user id. When set, every request needs one of
     /// these tokens. Default: none (anonymous, user id from the query).
     pub auth_tokens: Option<HashMap<String, String>>,
+    /// The scale-out backplane (e.g. a `RedisHubLifetimeManager`); `None` keeps every
+    /// connection in this process's memory.
+    pub lifetime_manager: Option<Arc<dyn HubLifetimeManager>>,
+}
+
+impl std::fmt::Debug for ChatConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatConfig")
+            .field("max_message_size", &self.max_message_size)
+            .field("node_modules", &self.node_modules)
+            .field("transports", &self.transports)
+            .field("authenticated", &self.auth_tokens.is_some())
+            .field("scaled_out", &self.lifetime_manager.is_some())
+            .finish()
+    }
 }
 
 impl Default for ChatConfig {
@@ -112,6 +129,7 @@ impl Default for ChatConfig {
             node_modules: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/node_modules")),
             transports: signalr_server::TransportOptions::default().transports,
             auth_tokens: None,
+            lifetime_manager: None,
         }
     }
 }
@@ -146,7 +164,11 @@ pub fn parse_transport(name: &str) -> Result<TransportType, String> {
 
 /// The chat hub.
 pub fn hub(config: &ChatConfig) -> Hub {
-    let builder = Hub::builder()
+    let mut builder = Hub::builder();
+    if let Some(manager) = &config.lifetime_manager {
+        builder = builder.lifetime_manager(manager.clone());
+    }
+    let builder = builder
         .method("Send", send)
         .method("JoinGroup", join_group)
         .method("LeaveGroup", leave_group)

@@ -2,11 +2,16 @@
 //!
 //! ```text
 //! chat --listen 127.0.0.1:5000
+//! chat --listen 127.0.0.1:5001 --redis redis://:password@127.0.0.1:6390
 //! ```
 //!
 //! Prints `listening on http://ADDR` on stdout once it accepts connections (logs go to
 //! stderr). On SIGTERM or Ctrl-C it shuts the hub down gracefully (every client is told
 //! "Server is shutting down." and may reconnect elsewhere), then exits with status 0.
+//!
+//! With `--redis`, nodes sharing the Redis (and the hub name and channel prefix) reach each
+//! other's connections; if Redis cannot be reached or refuses the password at start, it says
+//! so and exits with status 1.
 //!
 //! `--transports ServerSentEvents,LongPolling` limits the transports offered;
 //! `--auth-tokens alice=tokenA,bob=tokenB` turns on demo authentication (bearer tokens,
@@ -15,9 +20,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use chat::ChatConfig;
 use clap::Parser;
+use signalr_redis::{RedisConfig, RedisHubLifetimeManager};
+use signalr_server::HubLifetimeManager;
 use signalr_server::protocol::TransportType;
 
 /// The SignalR chat sample.
@@ -41,10 +49,31 @@ struct Args {
     /// the tokens (Authorization: Bearer, or the access_token query parameter).
     #[arg(long, env = "CHAT_AUTH_TOKENS", value_parser = chat::parse_auth_tokens)]
     auth_tokens: Option<HashMap<String, String>>,
+    /// Scale out through this Redis: redis://[[user]:password@]host[:port][/db], or
+    /// rediss:// for TLS. Without it, the chat runs in memory on this node only.
+    #[arg(long, env = "CHAT_REDIS", value_name = "URL")]
+    redis: Option<String>,
+    /// Raw prefix in front of every Redis channel name (StackExchange.Redis's
+    /// ChannelPrefix), to keep applications sharing one Redis apart.
+    #[arg(
+        long,
+        env = "CHAT_CHANNEL_PREFIX",
+        value_name = "NAME",
+        default_value = ""
+    )]
+    channel_prefix: String,
+    /// The hub's name on Redis channels (an ASP.NET Core hub's full type name, to share
+    /// them with .NET nodes).
+    #[arg(long, env = "CHAT_HUB_NAME", default_value = "Chat.Hubs.ChatHub")]
+    hub_name: String,
+    /// Sharded pub/sub on a Redis Cluster (SPUBLISH/SSUBSCRIBE; every node must be a
+    /// signalr-rs node). The --redis URL names any node of the cluster.
+    #[arg(long, env = "CHAT_REDIS_SHARDED")]
+    redis_sharded: bool,
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -56,17 +85,52 @@ async fn main() -> std::io::Result<()> {
         max_message_size: args.max_message_size,
         ..ChatConfig::default()
     };
-    if let Some(dir) = args.node_modules {
+    if let Some(dir) = args.node_modules.clone() {
         config.node_modules = dir;
     }
     if !args.transports.is_empty() {
-        config.transports = args.transports;
+        config.transports = args.transports.clone();
     }
-    config.auth_tokens = args.auth_tokens;
+    config.auth_tokens = args.auth_tokens.clone();
 
+    let backplane = match &args.redis {
+        None => None,
+        Some(url) => {
+            let redis = RedisConfig::new(url)
+                .hub_name(&args.hub_name)
+                .channel_prefix(&args.channel_prefix)
+                .sharded(args.redis_sharded);
+            match RedisHubLifetimeManager::connect(redis).await {
+                Ok(manager) => Some(manager),
+                Err(error) => {
+                    eprintln!("chat: cannot start the Redis backplane: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    if let Some(manager) = &backplane {
+        config.lifetime_manager = Some(manager.clone());
+    }
+
+    match run(args.listen, config).await {
+        Ok(()) => {
+            if let Some(manager) = backplane {
+                manager.close().await;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("chat: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(listen: SocketAddr, config: ChatConfig) -> std::io::Result<()> {
     let hub = chat::hub(&config);
     let app = chat::router(config, &hub);
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     println!("listening on http://{address}");
     tracing::info!(%address, "chat sample ready: open http://{address}/ in a browser");

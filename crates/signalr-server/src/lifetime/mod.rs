@@ -21,7 +21,7 @@ use signalr_protocol::{
 };
 
 use crate::connection::HubConnection;
-pub use memory::MemoryLifetimeManager;
+pub use memory::{GroupChange, MemoryLifetimeManager};
 
 /// Who a message is for. One variant per ASP.NET Core `Send*Async` method.
 #[derive(Debug, Clone, PartialEq, Eq)]

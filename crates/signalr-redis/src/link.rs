@@ -1,0 +1,859 @@
+//! The node's two Redis connections: one that publishes, one that subscribes.
+//!
+//! [`Connector`] opens connections: a RESP3 multiplexed connection for classic pub/sub, or a
+//! cluster connection for sharded pub/sub, with `TCP_NODELAY` on and pushes (pub/sub
+//! messages, disconnect notices) handed to a callback on the connection's read task.
+//!
+//! [`Publisher`] is a queue drained by one task that sends everything queued as one
+//! pipeline per round trip, so publishing never costs a round trip per message and keeps
+//! publish order. It owns its connection and its reconnection; while Redis is away it
+//! fails queued publishes at once (local fallback, counted) instead of letting them wait.
+//!
+//! [`Subscriber`] keeps the subscription connection and the reference-counted set of
+//! channels this node needs. That set is the source of truth: after a reconnection every
+//! channel in it is subscribed again before the subscription is reported live.
+//!
+//! This module does not decode payloads or know about hub connections; the callbacks and
+//! fallbacks it is given do.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::TcpSettings;
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, PushInfo, PushKind, RedisError};
+use signalr_server::{Audience, MemoryLifetimeManager, SerializedMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RedisConfig;
+use crate::stats::Counters;
+
+/// Called on the connection's read task for every push; must not block.
+pub(crate) type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
+
+/// Most channels in one SUBSCRIBE when resubscribing.
+const SUBSCRIBE_BATCH: usize = 512;
+/// Most publishes in one pipeline.
+const PUBLISH_BATCH: usize = 1024;
+
+/// Opens connections to the configured Redis.
+pub(crate) struct Connector {
+    info: ConnectionInfo,
+    endpoint: String,
+    sharded: bool,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    reconnect_delays: (Duration, Duration),
+    /// Numbers connections, so a disconnect notice from a connection that was already
+    /// replaced is recognised as stale.
+    generation: AtomicU64,
+}
+
+/// An open connection; cheap to clone (clones share the socket).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Connector {
+    pub(crate) fn new(info: ConnectionInfo, config: &RedisConfig) -> Connector {
+        Connector {
+            endpoint: info.addr().to_string(),
+            info,
+            sharded: config.is_sharded(),
+            connect_timeout: config.connect_timeout_value(),
+            response_timeout: config.response_timeout_value(),
+            reconnect_delays: config.reconnect_delays(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// `host:port` of the configured Redis, for logs and errors.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub(crate) fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Opens one connection. Pushes go to `on_push`; when the connection closes,
+    /// `on_disconnect` gets its generation number (returned with the connection).
+    pub(crate) async fn connect(
+        &self,
+        on_push: Option<PushHandler>,
+        on_disconnect: mpsc::UnboundedSender<u64>,
+    ) -> Result<(Conn, u64), RedisError> {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let push = move |info: PushInfo| {
+            if info.kind == PushKind::Disconnection {
+                let _ = on_disconnect.send(generation);
+            } else if let Some(handler) = &on_push {
+                handler(info);
+            }
+            Ok::<(), ()>(())
+        };
+        let open = async {
+            if self.sharded {
+                let client = ClusterClientBuilder::new(vec![self.info.clone()])
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .tcp_settings(TcpSettings::default().set_nodelay(true))
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.response_timeout)
+                    .push_sender(push)
+                    .build()?;
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            } else {
+                let client = Client::open(self.info.clone())?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.response_timeout))
+                    .set_push_sender(push);
+                Ok(Conn::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                ))
+            }
+        };
+        // The client's own timeouts cover each step; this bounds the whole handshake.
+        match tokio::time::timeout(self.connect_timeout + Duration::from_millis(500), open).await {
+            Ok(result) => result.map(|conn| (conn, generation)),
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting took longer than {:?}", self.connect_timeout),
+            ))),
+        }
+    }
+
+    /// Connects, retrying with exponential backoff until it works or `shutdown` fires.
+    async fn connect_until_up(
+        &self,
+        on_push: Option<PushHandler>,
+        on_disconnect: &mpsc::UnboundedSender<u64>,
+        shutdown: &CancellationToken,
+        role: &'static str,
+    ) -> Option<(Conn, u64)> {
+        let (min, max) = self.reconnect_delays;
+        let mut delay = min;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match self.connect(on_push.clone(), on_disconnect.clone()).await {
+                Ok(connected) => return Some(connected),
+                Err(error) => {
+                    // One line every 32 attempts keeps a long outage visible without flooding.
+                    if attempts % 32 == 1 {
+                        tracing::warn!(endpoint = %self.endpoint, role, attempts, %error, "Redis backplane: still reconnecting");
+                    } else {
+                        tracing::debug!(endpoint = %self.endpoint, role, attempts, %error, "Redis backplane: reconnect attempt failed");
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(max);
+        }
+    }
+}
+
+impl Conn {
+    /// Publishes every `(channel, payload)`, all in flight at once; one result per item
+    /// (the receiver count Redis reports, or the error).
+    async fn publish(&mut self, batch: &[(Bytes, Bytes)]) -> Vec<Result<i64, RedisError>> {
+        match self {
+            Conn::Single(conn) => {
+                let mut pipe = redis::pipe();
+                for (channel, payload) in batch {
+                    pipe.cmd("PUBLISH").arg(&channel[..]).arg(&payload[..]);
+                }
+                match pipe.query_async::<Vec<i64>>(conn).await {
+                    Ok(counts) if counts.len() == batch.len() => {
+                        counts.into_iter().map(Ok).collect()
+                    }
+                    Ok(counts) => {
+                        let error = RedisError::from((
+                            redis::ErrorKind::UnexpectedReturnType,
+                            "PUBLISH pipeline answered the wrong number of replies",
+                            format!("{} for {}", counts.len(), batch.len()),
+                        ));
+                        batch.iter().map(|_| Err(error.clone())).collect()
+                    }
+                    Err(error) => batch.iter().map(|_| Err(error.clone())).collect(),
+                }
+            }
+            Conn::Cluster(conn) => {
+                // Each shard channel routes to its own node: one request per item, all
+                // queued before any reply is awaited.
+                let requests = batch.iter().map(|(channel, payload)| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("SPUBLISH")
+                            .arg(&channel[..])
+                            .arg(&payload[..])
+                            .query_async::<i64>(&mut conn)
+                            .await
+                    }
+                });
+                futures::future::join_all(requests).await
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, channels: &[Bytes]) -> Result<(), RedisError> {
+        match self {
+            Conn::Single(conn) => {
+                for chunk in channels.chunks(SUBSCRIBE_BATCH) {
+                    let names: Vec<&[u8]> = chunk.iter().map(|c| &c[..]).collect();
+                    conn.subscribe(names).await?;
+                }
+                Ok(())
+            }
+            Conn::Cluster(conn) => {
+                // SSUBSCRIBE of several channels needs them in one slot; one at a time.
+                let requests = channels.iter().map(|channel| {
+                    let mut conn = conn.clone();
+                    async move { conn.ssubscribe(&channel[..]).await }
+                });
+                futures::future::join_all(requests)
+                    .await
+                    .into_iter()
+                    .collect()
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[Bytes]) -> Result<(), RedisError> {
+        match self {
+            Conn::Single(conn) => {
+                let names: Vec<&[u8]> = channels.iter().map(|c| &c[..]).collect();
+                conn.unsubscribe(names).await
+            }
+            Conn::Cluster(conn) => {
+                for channel in channels {
+                    conn.sunsubscribe(&channel[..]).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn ping(&mut self) -> Result<(), RedisError> {
+        match self {
+            Conn::Single(conn) => redis::cmd("PING").query_async::<()>(conn).await,
+            Conn::Cluster(conn) => redis::cmd("PING").query_async::<()>(conn).await,
+        }
+    }
+}
+
+/// Whether an error means the connection itself is gone (as opposed to one bad command).
+fn is_connection_error(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error()
+}
+
+// ---------------------------------------------------------------------------------------
+// Publishing
+// ---------------------------------------------------------------------------------------
+
+/// What to do locally when a hub message could not be published: deliver it to this
+/// node's connections of the audience directly, since its echo from Redis will not come.
+pub(crate) type Fallback = Box<(Audience, SerializedMessage)>;
+
+/// One payload to publish.
+pub(crate) struct Publish {
+    pub(crate) channel: Bytes,
+    pub(crate) payload: Bytes,
+    /// A hub message (counted as lost when the publish fails), as opposed to a group
+    /// command, ack or client result.
+    pub(crate) is_hub_message: bool,
+    /// Local delivery when the message will not come back from Redis.
+    pub(crate) fallback: Option<Fallback>,
+    /// Told the receiver count, or why the publish failed, for callers that wait.
+    pub(crate) reply: Option<oneshot::Sender<Result<i64, String>>>,
+}
+
+impl Publish {
+    pub(crate) fn control(channel: Bytes, payload: Bytes) -> Publish {
+        Publish {
+            channel,
+            payload,
+            is_hub_message: false,
+            fallback: None,
+            reply: None,
+        }
+    }
+}
+
+/// What the publishing side shares between its handle and its task.
+pub(crate) struct PublishShared {
+    pub(crate) local: Arc<MemoryLifetimeManager>,
+    pub(crate) counters: Arc<Counters>,
+    /// Whether the subscription connection is live (see [`Subscriber::is_live`]): when it
+    /// is not, this node's own publishes will not come back to it.
+    pub(crate) subscription_live: Arc<AtomicBool>,
+    /// Whether the publishing connection is up, as far as the publisher task knows.
+    up: AtomicBool,
+}
+
+impl PublishShared {
+    pub(crate) fn new(
+        local: Arc<MemoryLifetimeManager>,
+        counters: Arc<Counters>,
+        subscription_live: Arc<AtomicBool>,
+    ) -> PublishShared {
+        PublishShared {
+            local,
+            counters,
+            subscription_live,
+            up: AtomicBool::new(true),
+        }
+    }
+
+    fn deliver_fallback(&self, fallback: Option<Fallback>) {
+        if let Some(fallback) = fallback {
+            let (audience, message) = *fallback;
+            self.local.send_local(&audience, &message);
+        }
+    }
+
+    fn succeeded(&self, item: Publish, receivers: i64) {
+        self.counters.publishes(1);
+        if !self.subscription_live.load(Ordering::Acquire) {
+            // Published, but this node is not subscribed right now: its own connections
+            // would miss it.
+            self.deliver_fallback(item.fallback);
+        }
+        if let Some(reply) = item.reply {
+            let _ = reply.send(Ok(receivers));
+        }
+    }
+
+    /// A publish failed: count it, serve local connections, tell a waiting caller.
+    fn failed(&self, item: Publish, reason: &str) {
+        self.counters.publish_errors(1);
+        if item.is_hub_message {
+            self.counters.lost_messages(1);
+        }
+        self.deliver_fallback(item.fallback);
+        if let Some(reply) = item.reply {
+            let _ = reply.send(Err(reason.to_owned()));
+        }
+    }
+}
+
+/// The handle to the publishing task.
+#[derive(Clone)]
+pub(crate) struct Publisher {
+    queue: mpsc::UnboundedSender<Publish>,
+    shared: Arc<PublishShared>,
+}
+
+impl Publisher {
+    /// Starts the publishing task on an open connection.
+    pub(crate) fn start(
+        connector: Arc<Connector>,
+        connection: (Conn, u64),
+        disconnects: (mpsc::UnboundedSender<u64>, mpsc::UnboundedReceiver<u64>),
+        shared: Arc<PublishShared>,
+        shutdown: CancellationToken,
+    ) -> (Publisher, tokio::task::JoinHandle<()>) {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let task = PublishTask {
+            connector,
+            connection: Some(connection),
+            queue: receiver,
+            disconnect_tx: disconnects.0,
+            disconnect_rx: disconnects.1,
+            shared: shared.clone(),
+            shutdown,
+            outage: None,
+        };
+        let handle = tokio::spawn(task.run());
+        (Publisher { queue, shared }, handle)
+    }
+
+    /// Queues a publish; never waits. The queue is unbounded on purpose: a bound would
+    /// have to drop or block, and the task drains it in whole batches, so it only grows
+    /// while Redis is slower than the senders.
+    pub(crate) fn publish(&self, item: Publish) {
+        if let Err(mpsc::error::SendError(item)) = self.queue.send(item) {
+            self.shared.failed(item, "the backplane is closed");
+        }
+    }
+
+    /// Publishes and waits for Redis's receiver count.
+    pub(crate) async fn publish_and_wait(
+        &self,
+        channel: Bytes,
+        payload: Bytes,
+        is_hub_message: bool,
+    ) -> Result<i64, String> {
+        let (reply, answer) = oneshot::channel();
+        self.publish(Publish {
+            channel,
+            payload,
+            is_hub_message,
+            fallback: None,
+            reply: Some(reply),
+        });
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the backplane is closed".to_owned()))
+    }
+
+    /// Whether the publishing connection is up.
+    pub(crate) fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::Acquire)
+    }
+}
+
+struct Outage {
+    since: Instant,
+    failed: u64,
+}
+
+type Reconnecting = Pin<Box<dyn Future<Output = Option<(Conn, u64)>> + Send>>;
+
+struct PublishTask {
+    connector: Arc<Connector>,
+    /// The connection and its generation; `None` while Redis is away.
+    connection: Option<(Conn, u64)>,
+    queue: mpsc::UnboundedReceiver<Publish>,
+    disconnect_tx: mpsc::UnboundedSender<u64>,
+    disconnect_rx: mpsc::UnboundedReceiver<u64>,
+    shared: Arc<PublishShared>,
+    shutdown: CancellationToken,
+    outage: Option<Outage>,
+}
+
+impl PublishTask {
+    async fn run(mut self) {
+        let mut reconnecting: Option<Reconnecting> = None;
+        loop {
+            tokio::select! {
+                biased;
+                Some(generation) = self.disconnect_rx.recv() => {
+                    if self.connection.as_ref().is_some_and(|(_, current)| *current == generation)
+                        && !self.connector.is_sharded()
+                    {
+                        reconnecting = Some(self.connection_lost("the connection was closed"));
+                    }
+                }
+                Some(connected) = async { reconnecting.as_mut().expect("guarded").await }, if reconnecting.is_some() => {
+                    reconnecting = None;
+                    self.connection_restored(connected);
+                }
+                item = self.queue.recv() => {
+                    let Some(item) = item else { break };
+                    if let Some(lost) = self.send_batch(item).await {
+                        reconnecting = Some(lost);
+                    }
+                }
+                () = self.shutdown.cancelled() => {
+                    // Flush what is queued (bounded by the response timeout), then stop.
+                    if let Ok(item) = self.queue.try_recv() {
+                        let _ = self.send_batch(item).await;
+                    }
+                    break;
+                }
+            }
+        }
+        self.queue.close();
+        while let Ok(item) = self.queue.try_recv() {
+            self.shared.failed(item, "the backplane is closed");
+        }
+    }
+
+    /// Sends `first` and whatever else is queued as one pipeline. Returns a reconnection
+    /// to start when the connection turned out to be gone.
+    async fn send_batch(&mut self, first: Publish) -> Option<Reconnecting> {
+        let mut items = vec![first];
+        while items.len() < PUBLISH_BATCH {
+            match self.queue.try_recv() {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        let Some((conn, _)) = self.connection.as_mut() else {
+            self.fail_all(items, "Redis is unavailable");
+            return None;
+        };
+        let batch: Vec<(Bytes, Bytes)> = items
+            .iter()
+            .map(|item| (item.channel.clone(), item.payload.clone()))
+            .collect();
+        let results = conn.publish(&batch).await;
+        let mut lost_connection = None;
+        for (item, result) in items.into_iter().zip(results) {
+            match result {
+                Ok(receivers) => self.shared.succeeded(item, receivers),
+                Err(error) => {
+                    if is_connection_error(&error) {
+                        lost_connection.get_or_insert_with(|| error.to_string());
+                    } else {
+                        tracing::warn!(%error, "Redis backplane: publish failed");
+                    }
+                    self.fail_one(item, &error.to_string());
+                }
+            }
+        }
+        match lost_connection {
+            // The cluster client reconnects its nodes by itself.
+            Some(reason) if !self.connector.is_sharded() => Some(self.connection_lost(&reason)),
+            _ => None,
+        }
+    }
+
+    fn fail_one(&mut self, item: Publish, reason: &str) {
+        if let Some(outage) = &mut self.outage {
+            outage.failed += 1;
+        }
+        self.shared.failed(item, reason);
+    }
+
+    fn fail_all(&mut self, items: Vec<Publish>, reason: &str) {
+        for item in items {
+            self.fail_one(item, reason);
+        }
+    }
+
+    fn connection_lost(&mut self, reason: &str) -> Reconnecting {
+        self.connection = None;
+        self.shared.up.store(false, Ordering::Release);
+        self.outage = Some(Outage {
+            since: Instant::now(),
+            failed: 0,
+        });
+        tracing::error!(
+            endpoint = %self.connector.endpoint(),
+            reason,
+            "Redis backplane: the publishing connection is lost; local connections are still served, \
+             messages for other nodes are counted as lost until it is back"
+        );
+        let connector = self.connector.clone();
+        let disconnects = self.disconnect_tx.clone();
+        let shutdown = self.shutdown.clone();
+        Box::pin(async move {
+            connector
+                .connect_until_up(None, &disconnects, &shutdown, "publish")
+                .await
+        })
+    }
+
+    fn connection_restored(&mut self, connected: (Conn, u64)) {
+        self.connection = Some(connected);
+        self.shared.up.store(true, Ordering::Release);
+        self.shared.counters.reconnects(1);
+        let (down_for, failed) = self
+            .outage
+            .take()
+            .map_or((Duration::ZERO, 0), |o| (o.since.elapsed(), o.failed));
+        tracing::warn!(
+            endpoint = %self.connector.endpoint(),
+            ?down_for,
+            failed_publishes = failed,
+            "Redis backplane: the publishing connection is back"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscribing
+// ---------------------------------------------------------------------------------------
+
+/// The subscription connection and the channels this node needs.
+pub(crate) struct Subscriber {
+    state: tokio::sync::Mutex<SubscriberState>,
+    /// True while the connection is up and every channel in the table is subscribed.
+    live: Arc<AtomicBool>,
+    connector: Arc<Connector>,
+    on_push: PushHandler,
+    disconnect_tx: mpsc::UnboundedSender<u64>,
+    disconnect_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<u64>>>,
+    counters: Arc<Counters>,
+    response_timeout: Duration,
+}
+
+struct SubscriberState {
+    connection: Option<(Conn, u64)>,
+    /// Channel → how many local reasons need it (the permanent channels, each local
+    /// connection, member of a group, connection of a user).
+    counts: HashMap<Bytes, usize>,
+}
+
+/// Exclusive access to the subscription table. Lifetime managers hold it across a
+/// membership change and the (un)subscription it implies, so the table and Redis agree.
+pub(crate) struct Subscriptions<'a> {
+    subscriber: &'a Subscriber,
+    state: tokio::sync::MutexGuard<'a, SubscriberState>,
+}
+
+impl Subscriber {
+    pub(crate) fn new(
+        connector: Arc<Connector>,
+        on_push: PushHandler,
+        counters: Arc<Counters>,
+        response_timeout: Duration,
+    ) -> Subscriber {
+        let (disconnect_tx, disconnect_rx) = mpsc::unbounded_channel();
+        Subscriber {
+            state: tokio::sync::Mutex::new(SubscriberState {
+                connection: None,
+                counts: HashMap::new(),
+            }),
+            live: Arc::new(AtomicBool::new(false)),
+            connector,
+            on_push,
+            disconnect_tx,
+            disconnect_rx: std::sync::Mutex::new(Some(disconnect_rx)),
+            counters,
+            response_timeout,
+        }
+    }
+
+    /// The flag [`PublishShared`] reads.
+    pub(crate) fn live_flag(&self) -> Arc<AtomicBool> {
+        self.live.clone()
+    }
+
+    /// Whether the subscription connection is up with every channel subscribed.
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Connects and subscribes the channels the node always needs; fails if Redis cannot
+    /// be reached.
+    pub(crate) async fn start(&self, permanent: &[Bytes]) -> Result<(), RedisError> {
+        let mut state = self.state.lock().await;
+        let (mut conn, generation) = self
+            .connector
+            .connect(Some(self.on_push.clone()), self.disconnect_tx.clone())
+            .await?;
+        self.timed(conn.subscribe(permanent)).await?;
+        for channel in permanent {
+            *state.counts.entry(channel.clone()).or_insert(0) += 1;
+        }
+        state.connection = Some((conn, generation));
+        self.live.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Locks the subscription table.
+    pub(crate) async fn lock(&self) -> Subscriptions<'_> {
+        Subscriptions {
+            subscriber: self,
+            state: self.state.lock().await,
+        }
+    }
+
+    /// Drops the connection (no more messages arrive).
+    pub(crate) async fn stop(&self) {
+        let mut state = self.state.lock().await;
+        state.connection = None;
+        self.live.store(false, Ordering::Release);
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        match tokio::time::timeout(self.response_timeout, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "Redis did not confirm the subscription in time",
+            ))),
+        }
+    }
+
+    /// Watches the connection and rebuilds it (with every subscription) when it is lost.
+    /// In sharded mode the cluster client reconnects its nodes and resubscribes by itself;
+    /// the supervisor only logs the losses there.
+    pub(crate) fn spawn_supervisor(
+        self: &Arc<Self>,
+        health_check_interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let Some(mut disconnects) = self
+            .disconnect_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let this = Arc::downgrade(self);
+        if self.connector.is_sharded() {
+            let endpoint = self.connector.endpoint().to_owned();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        notice = disconnects.recv() => {
+                            if notice.is_none() {
+                                break;
+                            }
+                            tracing::warn!(
+                                seed = %endpoint,
+                                "Redis backplane: a cluster node connection closed; the cluster \
+                                 client reconnects and resubscribes its shard channels"
+                            );
+                        }
+                    }
+                }
+            });
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                let reported = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    generation = disconnects.recv() => match generation {
+                        Some(generation) => Some(generation),
+                        None => break,
+                    },
+                    () = tokio::time::sleep(health_check_interval) => None,
+                };
+                let Some(subscriber) = this.upgrade() else {
+                    break;
+                };
+                if subscriber.is_healthy(reported).await {
+                    continue;
+                }
+                subscriber.reconnect(&shutdown).await;
+            }
+            if let Some(subscriber) = this.upgrade() {
+                subscriber.stop().await;
+            }
+        });
+    }
+
+    /// After a disconnect notice (`reported`, stale ones ignored) or a timer tick: is the
+    /// current connection still good?
+    async fn is_healthy(&self, reported: Option<u64>) -> bool {
+        let current = self.state.lock().await.connection.clone();
+        let Some((mut conn, generation)) = current else {
+            return false;
+        };
+        match reported {
+            Some(reported) if reported != generation => true,
+            Some(_) => false,
+            None => self.timed(conn.ping()).await.is_ok(),
+        }
+    }
+
+    async fn reconnect(&self, shutdown: &CancellationToken) {
+        {
+            let mut state = self.state.lock().await;
+            state.connection = None;
+            self.live.store(false, Ordering::Release);
+        }
+        let since = Instant::now();
+        tracing::error!(
+            endpoint = %self.connector.endpoint(),
+            "Redis backplane: the subscription connection is lost; messages other nodes publish \
+             meanwhile do not reach this node's connections"
+        );
+        loop {
+            let Some((mut conn, generation)) = self
+                .connector
+                .connect_until_up(
+                    Some(self.on_push.clone()),
+                    &self.disconnect_tx,
+                    shutdown,
+                    "subscribe",
+                )
+                .await
+            else {
+                return;
+            };
+            let mut state = self.state.lock().await;
+            let channels: Vec<Bytes> = state.counts.keys().cloned().collect();
+            match self.timed(conn.subscribe(&channels)).await {
+                Ok(()) => {
+                    state.connection = Some((conn, generation));
+                    self.live.store(true, Ordering::Release);
+                    self.counters.reconnects(1);
+                    tracing::warn!(
+                        endpoint = %self.connector.endpoint(),
+                        down_for = ?since.elapsed(),
+                        channels = channels.len(),
+                        "Redis backplane: the subscription connection is back, every channel resubscribed"
+                    );
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Redis backplane: resubscribing failed; reconnecting again");
+                }
+            }
+        }
+    }
+}
+
+impl Subscriptions<'_> {
+    /// One more local reason to receive `channel`; subscribes on the first. Waits for
+    /// Redis's confirmation. While Redis is away the channel is only recorded, and
+    /// subscribed when the connection is rebuilt.
+    pub(crate) async fn acquire(&mut self, channel: Bytes) {
+        let count = self.state.counts.entry(channel.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.apply(true, channel).await;
+        }
+    }
+
+    /// One reason fewer; unsubscribes after the last.
+    pub(crate) async fn release(&mut self, channel: Bytes) {
+        let Some(count) = self.state.counts.get_mut(&channel) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.state.counts.remove(&channel);
+            self.apply(false, channel).await;
+        }
+    }
+
+    async fn apply(&mut self, subscribe: bool, channel: Bytes) {
+        let Some((conn, generation)) = self.state.connection.as_mut() else {
+            return;
+        };
+        let channels = [channel];
+        let result = if subscribe {
+            self.subscriber.timed(conn.subscribe(&channels)).await
+        } else {
+            self.subscriber.timed(conn.unsubscribe(&channels)).await
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                %error,
+                channel = %String::from_utf8_lossy(&channels[0]),
+                subscribe,
+                "Redis backplane: (un)subscribing failed; the subscription connection will be rebuilt"
+            );
+            if !self.subscriber.connector.is_sharded() {
+                // The supervisor rebuilds the connection from the table, which is right.
+                let _ = self.subscriber.disconnect_tx.send(*generation);
+            }
+        }
+    }
+}
