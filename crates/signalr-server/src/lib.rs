@@ -131,7 +131,7 @@ pub use error::{HubError, Rejection};
 pub use hub::{
     Cancellation, ClientProxy, Clients, Context, FromInvocation, Groups, Handler, Hub, HubBuilder,
     HubClients, HubContext, IntoHubResult, IntoStreamItem, InvocationId, InvocationParts,
-    SingleClientProxy, State, StreamHandler, UploadStream, UserIdProvider,
+    MethodPolicy, SingleClientProxy, State, StreamHandler, UploadStream, UserIdProvider,
 };
 pub use lifetime::{
     Audience, HubArguments, HubLifetimeManager, LifetimeError, MemoryLifetimeManager,

@@ -573,3 +573,68 @@ async fn a_refused_request_receives_nothing() {
     assert_eq!(first.status, 200);
     assert!(first.body.is_empty());
 }
+
+/// A method policy refuses an invocation with a Completion error; the method does not run;
+/// the connection goes on. Streams are covered too.
+#[tokio::test]
+async fn method_policies_refuse_invocations() {
+    use futures::Stream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+    async fn admin_only() -> &'static str {
+        RAN.fetch_add(1, Ordering::SeqCst);
+        "done"
+    }
+    async fn secret_stream() -> impl Stream<Item = u32> {
+        futures::stream::iter(0..3)
+    }
+    let is_admin = |ctx: &Context| {
+        ctx.identity()
+            .is_some_and(|identity| identity.has_claim("role", "admin"))
+    };
+    let addr = serve_hub(&auth_hub(|b| {
+        b.method("AdminOnly", admin_only)
+            .stream("Secret", secret_stream)
+            .authorize_method("adminonly", is_admin)
+            .authorize_method("Secret", is_admin)
+    }))
+    .await;
+
+    let mut bob = Client::connect(addr, "/hub?access_token=bob-token", Protocol::Json).await;
+    assert_eq!(
+        common::error_text(&bob.invoke("AdminOnly", ()).await),
+        "Failed to invoke 'AdminOnly' because user is unauthorized"
+    );
+    bob.send(&HubMessage::StreamInvocation(
+        signalr_server::protocol::Invocation {
+            invocation_id: Some("s".into()),
+            target: "Secret".into(),
+            ..Default::default()
+        },
+    ))
+    .await;
+    assert_eq!(
+        common::error_text(&bob.completion().await),
+        "Failed to invoke 'Secret' because user is unauthorized"
+    );
+    assert_eq!(
+        result_string(&bob.invoke("Echo", ("still fine",)).await),
+        "still fine"
+    );
+    assert_eq!(
+        RAN.load(Ordering::SeqCst),
+        0,
+        "a refused method must not run"
+    );
+
+    let mut alice = Client::connect(addr, "/hub?access_token=alice-token", Protocol::Json).await;
+    assert_eq!(result_string(&alice.invoke("AdminOnly", ()).await), "done");
+    assert_eq!(RAN.load(Ordering::SeqCst), 1);
+
+    let mut anonymous = Client::connect(addr, "/hub", Protocol::Json).await;
+    assert_eq!(
+        common::error_text(&anonymous.invoke("AdminOnly", ()).await),
+        "Failed to invoke 'AdminOnly' because user is unauthorized"
+    );
+}

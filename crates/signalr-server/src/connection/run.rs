@@ -32,7 +32,7 @@ use crate::error::HubError;
 use crate::hub::extract::InvocationParts;
 use crate::hub::handler::MethodOutput;
 use crate::hub::stream::{ItemStream, UploadItem, UploadReceiver};
-use crate::hub::{HubCore, HubInner, Method, MethodKind};
+use crate::hub::{Context, HubCore, HubInner, Method, MethodKind};
 use crate::transport::{ConnectionApp, Inbound, TransportConnection, TransportType};
 
 /// Invocations waiting for a free slot before the connection stops reading.
@@ -704,6 +704,15 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             return fail(self, format!("Unknown hub method '{target}'"));
         };
         let name = method.name.clone();
+        if let Some(policy) = &method.policy
+            && !policy(&Context::new(self.connection.clone()))
+        {
+            tracing::debug!(connection_id = %self.connection.id(), method = %name, "invocation refused by the method's policy");
+            return fail(
+                self,
+                format!("Failed to invoke '{name}' because user is unauthorized"),
+            );
+        }
         let (expected_arguments, expected_streams) = match &method.kind {
             MethodKind::Invoke(handler) => (handler.arguments(), handler.streams()),
             MethodKind::Stream(handler) => (handler.arguments(), handler.streams()),

@@ -52,7 +52,12 @@ pub(crate) struct Method<S> {
     /// The name as registered, for error messages.
     pub(crate) name: String,
     pub(crate) kind: MethodKind<S>,
+    /// Who may invoke it; `None`: everyone who may use the hub.
+    pub(crate) policy: Option<MethodPolicy>,
 }
+
+/// Decides whether the caller may invoke a method.
+pub type MethodPolicy = Arc<dyn Fn(&Context) -> bool + Send + Sync>;
 
 /// Whether a method returns one result or a stream of items.
 pub(crate) enum MethodKind<S> {
@@ -205,8 +210,45 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
             Method {
                 name: name.to_owned(),
                 kind,
+                policy: None,
             },
         );
+        self
+    }
+
+    /// Let only callers for which `policy` returns true invoke the method `name` (ASP.NET
+    /// Core's `[Authorize(...)]` on a hub method). Others get a Completion error, `Failed to
+    /// invoke 'Name' because user is unauthorized`, and the method does not run. The policy
+    /// sees the caller's [`Context`]: its identity and claims, user id, request.
+    ///
+    /// ```
+    /// use signalr_server::{Clients, Hub, HubError};
+    ///
+    /// async fn kick(clients: Clients, connection_id: String) -> Result<(), HubError> {
+    ///     clients.client(connection_id).send("kicked", ()).await
+    /// }
+    ///
+    /// let hub = Hub::builder()
+    ///     .method("Kick", kick)
+    ///     .authorize_method("Kick", |ctx| {
+    ///         ctx.identity().is_some_and(|identity| identity.has_claim("role", "admin"))
+    ///     })
+    ///     .build();
+    /// # let _ = hub;
+    /// ```
+    ///
+    /// # Panics
+    /// If no method `name` is registered (yet).
+    pub fn authorize_method(
+        mut self,
+        name: &str,
+        policy: impl Fn(&Context) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let method = self
+            .methods
+            .get_mut(&name.to_ascii_lowercase())
+            .unwrap_or_else(|| panic!("authorize_method: no hub method '{name}' is registered"));
+        method.policy = Some(Arc::new(policy));
         self
     }
 
