@@ -1,6 +1,6 @@
 // Streaming both ways, cancellation, client results and structured values, driven by the
-// official JS client against the e2e test server (e2e/server), over WebSockets in both
-// protocols.
+// official JS client against the e2e test server (e2e/server), on every transport in every
+// protocol it supports (Server-Sent Events: JSON only).
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -35,10 +35,10 @@ after(async () => {
   await server?.stop();
 });
 
-async function connect(protocol, configure = () => {}) {
+async function connectWith(protocol, configure = () => {}, transport = HttpTransportType.WebSockets) {
   if (startError) throw startError;
   const builder = new HubConnectionBuilder()
-    .withUrl(server.hubUrl, { transport: HttpTransportType.WebSockets })
+    .withUrl(server.hubUrl, { transport })
     .configureLogging(LogLevel.Warning);
   if (protocol === 'messagepack') builder.withHubProtocol(new MessagePackHubProtocol());
   const connection = builder.build();
@@ -71,8 +71,18 @@ async function eventually(check, what) {
   }
 }
 
-for (const protocol of ['json', 'messagepack']) {
-  describe(`features over WebSockets, ${protocol}`, () => {
+const COMBOS = [
+  ['WebSockets', 'json'],
+  ['WebSockets', 'messagepack'],
+  ['ServerSentEvents', 'json'],
+  ['LongPolling', 'json'],
+  ['LongPolling', 'messagepack'],
+];
+
+for (const [transportName, protocol] of COMBOS) {
+  const transport = HttpTransportType[transportName];
+  const connect = (protocol, configure = () => {}) => connectWith(protocol, configure, transport);
+  describe(`features over ${transportName}, ${protocol}`, () => {
     test('a server stream delivers every item, then completes', { timeout: 20_000 }, async () => {
       const connection = await connect(protocol);
       const { done } = collect(connection.stream('Counter', 5, 5));
