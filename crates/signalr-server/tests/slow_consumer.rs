@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use common::{Client, start};
 use signalr_server::protocol::{HubMessage, Protocol};
 
@@ -25,33 +28,49 @@ async fn a_client_that_stops_reading_is_closed_and_others_get_everything() {
     let mut healthy = Client::connect(addr, "/hub", Protocol::MessagePack).await;
 
     const COUNT: usize = 3000;
+    // The writer sends in rounds no bigger than the bound and waits for the healthy client
+    // to have read each round: however slow the machine, the healthy client never has more
+    // than a round queued, while the slow one accumulates everything.
+    const ROUND: usize = 20;
     let payload = "p".repeat(2048);
-    let reader = tokio::spawn(async move {
-        let mut received = 0;
-        while received < COUNT {
-            match healthy.recv_no_ping().await {
-                Some(HubMessage::Invocation(invocation)) => {
-                    assert_eq!(invocation.target, "message");
-                    received += 1;
-                }
-                other => panic!("healthy client got {other:?} after {received} messages"),
-            }
-        }
-        received
-    });
-    let writer = {
-        let mut client = Client::connect(addr, "/hub", Protocol::Json).await;
+    let received = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let received = received.clone();
         tokio::spawn(async move {
-            for _ in 0..COUNT {
-                client
-                    .send_invocation("Broadcast", (payload.clone(),))
-                    .await;
+            while received.load(Ordering::SeqCst) < COUNT {
+                match healthy.recv_no_ping().await {
+                    Some(HubMessage::Invocation(invocation)) => {
+                        assert_eq!(invocation.target, "message");
+                        received.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => panic!(
+                        "healthy client got {other:?} after {} messages",
+                        received.load(Ordering::SeqCst)
+                    ),
+                }
             }
-            client
         })
     };
-    let _writer = writer.await.unwrap();
-    assert_eq!(reader.await.unwrap(), COUNT);
+    let mut writer = Client::connect(addr, "/hub", Protocol::Json).await;
+    for round in 0..COUNT / ROUND {
+        for _ in 0..ROUND {
+            writer
+                .send_invocation("Broadcast", (payload.clone(),))
+                .await;
+        }
+        let sent = (round + 1) * ROUND;
+        let deadline = tokio::time::Instant::now() + common::WAIT;
+        while received.load(Ordering::SeqCst) < sent {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the healthy client stopped receiving at {}",
+                received.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    reader.await.unwrap();
+    assert_eq!(received.load(Ordering::SeqCst), COUNT);
 
     // The slow client now reads: some broadcasts, then the Close that ended it.
     let mut delivered = 0;
