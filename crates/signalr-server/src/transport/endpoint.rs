@@ -122,6 +122,40 @@ impl Endpoint {
         self.lifecycle.spawn(self.app.clone().run(connection));
     }
 
+    /// Take a connection for the receiving half of an HTTP transport (an SSE stream, a long
+    /// poll): activate its entry and, on first use, start its application. Returns the entry
+    /// and whether the application started now. The receiving half feeds no input (POSTs
+    /// do, with their own senders).
+    pub(crate) fn activate_receiver(
+        &self,
+        parts: http::request::Parts,
+        transport: TransportType,
+        identity: Option<Arc<Identity>>,
+    ) -> Result<(Arc<Entry>, bool), Refusal> {
+        let entry = self.lookup(&parts)?;
+        let activation = entry
+            .activate(transport)
+            .map_err(|error| Refusal::Claim(error, transport))?;
+        drop(activation.inbound);
+        let Some(application) = activation.application else {
+            return Ok((entry, false));
+        };
+        if self.lifecycle.is_shutting_down() {
+            self.connections.dispose(&entry.token);
+            return Err(Refusal::ShuttingDown);
+        }
+        self.start_application(ApplicationStart {
+            connection_id: entry.connection_id.clone(),
+            request: parts,
+            transport,
+            inbound: application,
+            outbox: entry.outbox.clone(),
+            identity,
+            stateful: false,
+        });
+        Ok((entry, true))
+    }
+
     /// The entry named by the request's `id`.
     pub(crate) fn lookup(&self, parts: &http::request::Parts) -> Result<Arc<Entry>, Refusal> {
         let token = query_param(&parts.uri, "id").ok_or(Refusal::MissingId)?;

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 
 use super::connections::Entry;
-use super::endpoint::{ApplicationStart, Endpoint, Refusal};
+use super::endpoint::{Endpoint, Refusal};
 use super::{Batch, TransportType};
 use crate::auth::Identity;
 
@@ -39,25 +39,10 @@ pub(crate) async fn poll(
     parts: http::request::Parts,
     identity: Option<Arc<Identity>>,
 ) -> Result<Response, Refusal> {
-    let entry = endpoint.lookup(&parts)?;
-    let activation = entry
-        .activate(TransportType::LongPolling)
-        .map_err(|error| Refusal::Claim(error, TransportType::LongPolling))?;
-    drop(activation.inbound);
-    if let Some(application) = activation.application {
-        if endpoint.lifecycle.is_shutting_down() {
-            endpoint.connections.dispose(&entry.token);
-            return Err(Refusal::ShuttingDown);
-        }
-        endpoint.start_application(ApplicationStart {
-            connection_id: entry.connection_id.clone(),
-            request: parts,
-            transport: TransportType::LongPolling,
-            inbound: application,
-            outbox: entry.outbox.clone(),
-            identity,
-            stateful: false,
-        });
+    let (entry, started) =
+        endpoint.activate_receiver(parts, TransportType::LongPolling, identity)?;
+    if started {
+        // The first poll only starts the connection, and is answered at once.
         entry.deactivate();
         return Ok(StatusCode::OK.into_response());
     }

@@ -24,7 +24,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 
-use super::endpoint::{ApplicationStart, Endpoint, Refusal};
+use super::endpoint::{Endpoint, Refusal};
 use super::{Batch, Outbox, TransportType};
 use crate::auth::Identity;
 
@@ -35,27 +35,8 @@ pub(crate) fn connect(
     parts: http::request::Parts,
     identity: Option<Arc<Identity>>,
 ) -> Result<Response, Refusal> {
-    let entry = endpoint.lookup(&parts)?;
-    let activation = entry
-        .activate(TransportType::ServerSentEvents)
-        .map_err(|error| Refusal::Claim(error, TransportType::ServerSentEvents))?;
-    // The receive half feeds no input; POSTs do, with their own senders.
-    drop(activation.inbound);
-    if let Some(application) = activation.application {
-        if endpoint.lifecycle.is_shutting_down() {
-            endpoint.connections.dispose(&entry.token);
-            return Err(Refusal::ShuttingDown);
-        }
-        endpoint.start_application(ApplicationStart {
-            connection_id: entry.connection_id.clone(),
-            request: parts,
-            transport: TransportType::ServerSentEvents,
-            inbound: application,
-            outbox: entry.outbox.clone(),
-            identity,
-            stateful: false,
-        });
-    }
+    let (entry, _) =
+        endpoint.activate_receiver(parts, TransportType::ServerSentEvents, identity)?;
 
     let stream = EventStream {
         outbox: entry.outbox.clone(),
