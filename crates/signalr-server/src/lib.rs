@@ -118,6 +118,7 @@ pub mod connection;
 mod error;
 pub mod hub;
 pub mod lifetime;
+pub mod observability;
 mod options;
 mod router;
 pub mod transport;
@@ -134,8 +135,8 @@ pub use hub::{
     MethodPolicy, SingleClientProxy, State, StreamHandler, UploadStream, UserIdProvider,
 };
 pub use lifetime::{
-    Audience, HubArguments, HubLifetimeManager, LifetimeError, MemoryLifetimeManager,
-    SerializedMessage,
+    Audience, HubArguments, HubLifetimeManager, LifetimeError, LifetimeHealth,
+    MemoryLifetimeManager, SerializedMessage,
 };
 pub use options::HubOptions;
 pub use router::serve;

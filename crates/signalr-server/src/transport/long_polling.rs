@@ -28,6 +28,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 
+use super::admission::Ticket;
 use super::connections::Entry;
 use super::endpoint::{ApplicationStart, Endpoint, Refusal};
 use super::{Batch, TransportType};
@@ -57,6 +58,7 @@ pub(crate) async fn poll(
             outbox: entry.outbox.clone(),
             identity,
             stateful: false,
+            ticket: activation.ticket.map(Ticket::started),
         });
         entry.deactivate();
         return Ok(StatusCode::OK.into_response());
@@ -76,8 +78,12 @@ pub(crate) async fn poll(
         // the newer poll instead.
         biased;
         () = ended.cancelled() => StatusCode::NO_CONTENT.into_response(),
-        next = entry.outbox.next_batch(&mut batch, usize::MAX) => match next {
-            Batch::Frames => {
+        next = entry.outbox.next_counted_batch(&mut batch, usize::MAX) => match next {
+            (Batch::Frames, frames) => {
+                endpoint
+                    .lifecycle
+                    .metrics
+                    .sent(TransportType::LongPolling, batch.len(), frames);
                 let mut response = Response::new(Body::from(batch.freeze()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -85,7 +91,7 @@ pub(crate) async fn poll(
                 );
                 response
             }
-            Batch::Closed => {
+            (Batch::Closed, _) => {
                 endpoint.connections.dispose(&entry.token);
                 StatusCode::NO_CONTENT.into_response()
             }
