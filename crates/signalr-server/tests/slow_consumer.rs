@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use common::{Client, start};
 use signalr_server::protocol::{HubMessage, Protocol};
 
@@ -26,26 +29,43 @@ async fn a_client_that_stops_reading_is_closed_and_others_get_everything() {
 
     const COUNT: usize = 3000;
     let payload = "p".repeat(2048);
-    let reader = tokio::spawn(async move {
-        let mut received = 0;
-        while received < COUNT {
-            match healthy.recv_no_ping().await {
-                Some(HubMessage::Invocation(invocation)) => {
-                    assert_eq!(invocation.target, "message");
-                    received += 1;
+    // How far the healthy client got: the writer goes at its pace (a client is healthy
+    // because it keeps up; on a busy machine an unpaced writer could outrun it too).
+    let progress = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut received = 0;
+            while received < COUNT {
+                match healthy.recv_no_ping().await {
+                    Some(HubMessage::Invocation(invocation)) => {
+                        assert_eq!(invocation.target, "message");
+                        received += 1;
+                        progress.store(received, Ordering::Relaxed);
+                    }
+                    other => panic!("healthy client got {other:?} after {received} messages"),
                 }
-                other => panic!("healthy client got {other:?} after {received} messages"),
             }
-        }
-        received
-    });
+            received
+        })
+    };
     let writer = {
         let mut client = Client::connect(addr, "/hub", Protocol::Json).await;
         tokio::spawn(async move {
-            for _ in 0..COUNT {
+            let deadline = tokio::time::Instant::now() + common::WAIT * 6;
+            for sent in 1..=COUNT {
                 client
                     .send_invocation("Broadcast", (payload.clone(),))
                     .await;
+                // At most 16 messages (32 KiB) ahead of the healthy reader, half its
+                // 64 KiB bound.
+                while sent - progress.load(Ordering::Relaxed) > 16 {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the healthy client stopped reading"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
             }
             client
         })
