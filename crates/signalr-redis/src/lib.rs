@@ -170,9 +170,19 @@
 //! Counters, labelled `hub`, through the `metrics` crate and [`RedisHubLifetimeManager::stats`]:
 //! `signalr_backplane_publishes_total`, `signalr_backplane_publish_errors_total`,
 //! `signalr_backplane_messages_received_total`, `signalr_backplane_reconnects_total`,
-//! `signalr_backplane_lost_messages_total`, `signalr_backplane_decode_errors_total`.
+//! `signalr_backplane_lost_messages_total`, `signalr_backplane_decode_errors_total`;
+//! and the gauge `signalr_backplane_connected` (1 while both Redis connections are up).
 //! The handles are registered when the manager connects: install the `metrics` recorder
-//! (e.g. a Prometheus exporter) before that.
+//! (e.g. `signalr_server::observability::install_prometheus`) before that. Give the hub
+//! the same name (`HubBuilder::name`) to line its `hub` label up with the hub's own
+//! `signalr_*` metrics.
+//!
+//! ## Health
+//!
+//! The manager's [`health`](signalr_server::HubLifetimeManager::health) says whether
+//! both connections are up and since when ([`RedisHubLifetimeManager::connected_since`]);
+//! the `/healthz` route of `signalr_server::observability` answers `503` while they are
+//! not.
 //!
 //! # Layout
 //!

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RedisConfig;
-use crate::stats::Counters;
+use crate::stats::{Counters, LinkState};
 
 /// Called on the connection's read task for every push; must not block.
 pub(crate) type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
@@ -307,24 +307,22 @@ impl Publish {
 pub(crate) struct PublishShared {
     pub(crate) local: Arc<MemoryLifetimeManager>,
     pub(crate) counters: Arc<Counters>,
-    /// Whether the subscription connection is live (see [`Subscriber::is_live`]): when it
-    /// is not, this node's own publishes will not come back to it.
-    pub(crate) subscription_live: Arc<AtomicBool>,
-    /// Whether the publishing connection is up, as far as the publisher task knows.
-    up: AtomicBool,
+    /// Whether the publishing connection is up, and whether the subscription connection
+    /// is live (see [`Subscriber::is_live`]): when it is not, this node's own publishes
+    /// will not come back to it.
+    pub(crate) link: Arc<LinkState>,
 }
 
 impl PublishShared {
     pub(crate) fn new(
         local: Arc<MemoryLifetimeManager>,
         counters: Arc<Counters>,
-        subscription_live: Arc<AtomicBool>,
+        link: Arc<LinkState>,
     ) -> PublishShared {
         PublishShared {
             local,
             counters,
-            subscription_live,
-            up: AtomicBool::new(true),
+            link,
         }
     }
 
@@ -337,7 +335,7 @@ impl PublishShared {
 
     fn succeeded(&self, item: Publish, receivers: i64) {
         self.counters.publishes(1);
-        if !self.subscription_live.load(Ordering::Acquire) {
+        if !self.link.subscribed() {
             // Published, but this node is not subscribed right now: its own connections
             // would miss it.
             self.deliver_fallback(item.fallback);
@@ -422,7 +420,7 @@ impl Publisher {
 
     /// Whether the publishing connection is up.
     pub(crate) fn is_up(&self) -> bool {
-        self.shared.up.load(Ordering::Acquire)
+        self.shared.link.publishing()
     }
 }
 
@@ -538,7 +536,7 @@ impl PublishTask {
 
     fn connection_lost(&mut self, reason: &str) -> Reconnecting {
         self.connection = None;
-        self.shared.up.store(false, Ordering::Release);
+        self.shared.link.set_publishing(false);
         self.outage = Some(Outage {
             since: Instant::now(),
             failed: 0,
@@ -561,7 +559,7 @@ impl PublishTask {
 
     fn connection_restored(&mut self, connected: (Conn, u64)) {
         self.connection = Some(connected);
-        self.shared.up.store(true, Ordering::Release);
+        self.shared.link.set_publishing(true);
         self.shared.counters.reconnects(1);
         let (down_for, failed) = self
             .outage
@@ -583,8 +581,9 @@ impl PublishTask {
 /// The subscription connection and the channels this node needs.
 pub(crate) struct Subscriber {
     state: tokio::sync::Mutex<SubscriberState>,
-    /// True while the connection is up and every channel in the table is subscribed.
-    live: Arc<AtomicBool>,
+    /// Whether the connection is up and every channel in the table is subscribed (shared
+    /// with the publishing side and the health report).
+    link: Arc<LinkState>,
     connector: Arc<Connector>,
     on_push: PushHandler,
     disconnect_tx: mpsc::UnboundedSender<u64>,
@@ -612,6 +611,7 @@ impl Subscriber {
         connector: Arc<Connector>,
         on_push: PushHandler,
         counters: Arc<Counters>,
+        link: Arc<LinkState>,
         response_timeout: Duration,
     ) -> Subscriber {
         let (disconnect_tx, disconnect_rx) = mpsc::unbounded_channel();
@@ -620,7 +620,7 @@ impl Subscriber {
                 connection: None,
                 counts: HashMap::new(),
             }),
-            live: Arc::new(AtomicBool::new(false)),
+            link,
             connector,
             on_push,
             disconnect_tx,
@@ -630,14 +630,9 @@ impl Subscriber {
         }
     }
 
-    /// The flag [`PublishShared`] reads.
-    pub(crate) fn live_flag(&self) -> Arc<AtomicBool> {
-        self.live.clone()
-    }
-
     /// Whether the subscription connection is up with every channel subscribed.
     pub(crate) fn is_live(&self) -> bool {
-        self.live.load(Ordering::Acquire)
+        self.link.subscribed()
     }
 
     /// Connects and subscribes the channels the node always needs; fails if Redis cannot
@@ -653,7 +648,7 @@ impl Subscriber {
             *state.counts.entry(channel.clone()).or_insert(0) += 1;
         }
         state.connection = Some((conn, generation));
-        self.live.store(true, Ordering::Release);
+        self.link.set_subscribed(true);
         Ok(())
     }
 
@@ -669,7 +664,7 @@ impl Subscriber {
     pub(crate) async fn stop(&self) {
         let mut state = self.state.lock().await;
         state.connection = None;
-        self.live.store(false, Ordering::Release);
+        self.link.set_subscribed(false);
     }
 
     async fn timed<T>(
@@ -765,7 +760,7 @@ impl Subscriber {
         {
             let mut state = self.state.lock().await;
             state.connection = None;
-            self.live.store(false, Ordering::Release);
+            self.link.set_subscribed(false);
         }
         let since = Instant::now();
         tracing::error!(
@@ -791,7 +786,7 @@ impl Subscriber {
             match self.timed(conn.subscribe(&channels)).await {
                 Ok(()) => {
                     state.connection = Some((conn, generation));
-                    self.live.store(true, Ordering::Release);
+                    self.link.set_subscribed(true);
                     self.counters.reconnects(1);
                     tracing::warn!(
                         endpoint = %self.connector.endpoint(),

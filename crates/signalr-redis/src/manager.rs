@@ -18,8 +18,8 @@ use redis::{PushInfo, PushKind, Value};
 use signalr_server::lifetime::GroupChange;
 use signalr_server::protocol::{Completion, CompletionResult, HubMessage, Protocol};
 use signalr_server::{
-    Audience, HubConnection, HubLifetimeManager, LifetimeError, MemoryLifetimeManager,
-    SerializedMessage,
+    Audience, HubConnection, HubLifetimeManager, LifetimeError, LifetimeHealth,
+    MemoryLifetimeManager, SerializedMessage,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,7 @@ use crate::config::RedisConfig;
 use crate::envelope::{self, ClientResultRoute, GroupAction, GroupCommand};
 use crate::error::BackplaneError;
 use crate::link::{Connector, Publish, PublishShared, Publisher, Subscriber};
-use crate::stats::{BackplaneStats, Counters};
+use crate::stats::{BackplaneStats, Counters, LinkState};
 
 /// The error a client-result call gets when the connection ends before answering, as
 /// .NET words it.
@@ -72,6 +72,8 @@ struct Inner {
     /// (they subscribe, which needs awaiting; the push callback cannot).
     group_commands: mpsc::UnboundedSender<GroupCommand>,
     counters: Arc<Counters>,
+    /// Whether both Redis connections are up, and since when.
+    link: Arc<LinkState>,
     ack_timeout: Duration,
     shutdown: CancellationToken,
     publisher_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -101,6 +103,7 @@ impl RedisHubLifetimeManager {
             .configured_server_name()
             .map_or_else(channels::generate_server_name, str::to_owned);
         let counters = Arc::new(Counters::new(config.hub_name_str()));
+        let link = Arc::new(LinkState::new(config.hub_name_str()));
         let local = Arc::new(MemoryLifetimeManager::new());
         let shutdown = CancellationToken::new();
 
@@ -117,12 +120,13 @@ impl RedisHubLifetimeManager {
                 connector.clone(),
                 Arc::new(move |push| on_push(&weak, push)),
                 counters.clone(),
+                link.clone(),
                 config.response_timeout_value(),
             ));
             let shared = Arc::new(PublishShared::new(
                 local.clone(),
                 counters.clone(),
-                subscriber.live_flag(),
+                link.clone(),
             ));
             let (publisher, publisher_task) = Publisher::start(
                 connector.clone(),
@@ -143,6 +147,7 @@ impl RedisHubLifetimeManager {
                 results: Mutex::new(HashMap::new()),
                 group_commands,
                 counters,
+                link,
                 ack_timeout: config.ack_timeout_value(),
                 shutdown: shutdown.clone(),
                 publisher_task: Mutex::new(Some(publisher_task)),
@@ -200,6 +205,11 @@ impl RedisHubLifetimeManager {
     /// Whether both Redis connections are up (and every subscription in place).
     pub fn is_connected(&self) -> bool {
         self.inner.publisher.is_up() && self.inner.subscriber.is_live()
+    }
+
+    /// Whether both Redis connections are up, and since when that has been so (or not).
+    pub fn connected_since(&self) -> (bool, std::time::SystemTime) {
+        self.inner.link.connected()
     }
 }
 
@@ -336,6 +346,9 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
                     .remote_group_command(GroupAction::Add, connection_id, group)
                     .await
             }
+            GroupChange::LimitReached { max_groups } => Err(
+                signalr_server::lifetime::group_limit_error(connection_id, group, max_groups),
+            ),
             _ => Ok(()),
         }
     }
@@ -404,6 +417,25 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
         answer
             .await
             .map_err(|_| LifetimeError::ConnectionClosed(connection_id.to_owned()))
+    }
+
+    fn health(&self) -> LifetimeHealth {
+        let (connected, since) = self.inner.link.connected();
+        let detail = match (
+            self.inner.publisher.is_up(),
+            self.inner.subscriber.is_live(),
+        ) {
+            (true, true) => self.inner.endpoint.clone(),
+            (false, true) => format!("{}: the publishing connection is down", self.inner.endpoint),
+            (true, false) => {
+                format!(
+                    "{}: the subscription connection is down",
+                    self.inner.endpoint
+                )
+            }
+            (false, false) => format!("{}: both connections are down", self.inner.endpoint),
+        };
+        LifetimeHealth::backplane("redis", connected, Some(since)).with_detail(detail)
     }
 
     async fn close(&self) {
@@ -551,6 +583,17 @@ impl Inner {
         if change == GroupChange::NotLocal {
             // Disconnected since the command arrived: no ack, as on .NET.
             return;
+        }
+        if let GroupChange::LimitReached { max_groups } = change {
+            // The ack carries no result on this wire (as on .NET), so the sender cannot be
+            // told; acking spares it the ack timeout. Membership is unchanged.
+            tracing::warn!(
+                connection_id = %command.connection_id,
+                group = %command.group,
+                max_groups,
+                from = %command.server_name,
+                "a group add from another node was refused: the connection is in the most groups allowed"
+            );
         }
         self.publisher.publish(Publish::control(
             self.channels.ack(&command.server_name),

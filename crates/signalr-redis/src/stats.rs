@@ -6,9 +6,11 @@
 //! exporter the application installs). Handles are registered once per manager, never
 //! per message.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::SystemTime;
 
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 
 /// A snapshot of a manager's counters. Every value only grows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,5 +79,70 @@ counters! {
 impl std::fmt::Debug for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.snapshot().fmt(f)
+    }
+}
+
+/// Whether the two Redis connections are up, and since when the backplane as a whole has
+/// been connected (both up) or not: what the health report and the
+/// `signalr_backplane_connected` gauge (1 or 0) say.
+pub(crate) struct LinkState {
+    /// The publishing connection is up, as far as the publisher task knows.
+    publishing: AtomicBool,
+    /// The subscription connection is up with every channel subscribed.
+    subscribed: AtomicBool,
+    /// Both up, and when that last changed. A lock, not atomics: the pair changes together.
+    connected: Mutex<(bool, SystemTime)>,
+    gauge: Gauge,
+}
+
+impl LinkState {
+    /// Publishing up (the publisher starts with a connection), subscription not yet.
+    pub(crate) fn new(hub: &str) -> LinkState {
+        let gauge = metrics::gauge!("signalr_backplane_connected", "hub" => hub.to_owned());
+        gauge.set(0.0);
+        LinkState {
+            publishing: AtomicBool::new(true),
+            subscribed: AtomicBool::new(false),
+            connected: Mutex::new((false, SystemTime::now())),
+            gauge,
+        }
+    }
+
+    pub(crate) fn set_publishing(&self, up: bool) {
+        self.publishing.store(up, Ordering::Release);
+        self.update();
+    }
+
+    pub(crate) fn set_subscribed(&self, live: bool) {
+        self.subscribed.store(live, Ordering::Release);
+        self.update();
+    }
+
+    pub(crate) fn publishing(&self) -> bool {
+        self.publishing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Both connections up, and since when that has been so (or not).
+    pub(crate) fn connected(&self) -> (bool, SystemTime) {
+        *self.lock()
+    }
+
+    fn update(&self) {
+        let now = self.publishing() && self.subscribed();
+        let mut connected = self.lock();
+        if connected.0 != now {
+            *connected = (now, SystemTime::now());
+            self.gauge.set(if now { 1.0 } else { 0.0 });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, SystemTime)> {
+        self.connected
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -363,3 +363,50 @@ async fn subscriptions_dropped_by_redis_are_rebuilt() {
     expect_text(&mut a, "all").await;
     assert_eq!(m1.stats().lost_messages, 0);
 }
+
+/// The manager's health follows Redis: connected since it connected; disconnected, since
+/// then, once Redis is killed; connected again, since later, when Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_redis_connection() {
+    let server = start_server().await;
+    let manager = RedisHubLifetimeManager::connect(config(&server))
+        .await
+        .unwrap();
+    let health = manager.health();
+    assert_eq!(health.kind, "redis");
+    assert!(health.backplane && health.connected, "{health:?}");
+    let connected_since = health.since.expect("a since");
+    assert_eq!(manager.connected_since(), (true, connected_since));
+
+    let killer = server.clone();
+    tokio::task::spawn_blocking(move || killer.kill())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while manager.health().connected {
+        assert!(
+            Instant::now() < deadline,
+            "the loss of Redis was not noticed"
+        );
+        // A publish makes the publishing side notice too.
+        let _ = manager.send(&Audience::All, &message("probe")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let down = manager.health();
+    let down_since = down.since.unwrap();
+    assert!(down_since >= connected_since);
+    assert!(down.detail.unwrap().contains("down"));
+
+    let restarter = server.clone();
+    tokio::task::spawn_blocking(move || restarter.restart())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !manager.health().connected {
+        assert!(Instant::now() < deadline, "the manager did not reconnect");
+        let _ = manager.send(&Audience::All, &message("probe")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(manager.health().since.unwrap() >= down_since);
+    manager.close().await;
+}

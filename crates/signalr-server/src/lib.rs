@@ -95,6 +95,56 @@
 //! reconnect go elsewhere), and waits, at most [`TransportOptions::shutdown_timeout`] (5 s),
 //! for them to go.
 //!
+//! # Limits
+//!
+//! Whatever a client sends, these bound what one client (or a crowd of them) can make the
+//! server hold. Each is an option with a default; `0` turns the counting ones off.
+//!
+//! | limit | option | default | over it |
+//! |---|---|---|---|
+//! | hub message size | [`HubOptions::max_receive_message_size`] | 32 KiB | Close with an error (`allowReconnect`), before the bytes of a larger MessagePack frame arrive |
+//! | one WebSocket message | [`TransportOptions::max_websocket_message_bytes`] | 64 KiB | Close with an error |
+//! | one SSE/long-polling send | [`TransportOptions::max_request_body_bytes`] | 1 MiB | `413`, and a Close with the reason |
+//! | handshake time | [`HubOptions::handshake_timeout`] | 15 s | handshake error, then closed |
+//! | silent client | [`HubOptions::client_timeout`] | 30 s after its first ping | Close with an error |
+//! | outbound queue per connection | [`TransportOptions::max_buffered_bytes`] | 1 MiB | closed as a slow consumer (below) |
+//! | connections of a hub on this node | [`TransportOptions::max_connections`] | 100,000 | negotiate and skipNegotiation WebSockets answer `503` |
+//! | negotiated connections not used yet | [`TransportOptions::max_pending_negotiations`] | 10,000 | negotiate answers `503`; unused ones are reaped after [`TransportOptions::disconnect_timeout`] (15 s) |
+//! | groups per connection | [`HubOptions::max_groups_per_connection`] | 1,000 | `Groups::add` fails, membership unchanged |
+//! | client results waiting per connection | [`HubOptions::max_pending_client_results`] | 100 | `invoke` fails at once |
+//! | client-result answer time | [`HubOptions::client_result_timeout`] | 30 s | `invoke` fails |
+//! | invocations running per connection | [`HubOptions::max_parallel_invocations`] | 1 | the rest wait; past a short queue the connection stops reading (TCP pushes back) |
+//! | upload stream items buffered | | 10 per stream | the connection stops reading until the method takes items |
+//!
+//! The texts clients receive, and the test that shows each answer, are listed in the
+//! repository's `docs/bad-input.md`. Refusals are counted in `signalr_limit_refusals_total`.
+//!
+//! # Metrics
+//!
+//! Recorded through the [`metrics`](https://docs.rs/metrics) crate, every one labelled
+//! `hub` ([`HubOptions::name`], `HubBuilder::name`). Handles are registered when a hub is
+//! built: install a recorder first ([`observability::install_prometheus`]). Nothing is
+//! counted per delivery: bytes and messages out are counted per transport write (which
+//! carries whatever piled up), bytes in per read, messages in per parsed chunk.
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `signalr_connections` | gauge | `transport`, `protocol` | hub connections (after the handshake) |
+//! | `signalr_connections_opened_total`, `signalr_connections_closed_total` | counter | | hub connections opened and closed |
+//! | `signalr_pending_negotiations` | gauge | | negotiated, not used yet |
+//! | `signalr_messages_received_total`, `signalr_messages_sent_total` | counter | | hub messages parsed from clients, written to clients (pings included) |
+//! | `signalr_bytes_received_total`, `signalr_bytes_sent_total` | counter | `transport` | transport payload bytes |
+//! | `signalr_invocations_total`, `signalr_invocation_errors_total` | counter | | invocations from clients, and those that ended with an error |
+//! | `signalr_handshake_failures_total` | counter | `reason`: `timeout`, `malformed`, `unsupported` | refused handshakes |
+//! | `signalr_slow_consumer_closes_total` | counter | | connections closed because their queue was full |
+//! | `signalr_auth_refusals_total` | counter | `status`: `401`, `403` | refused HTTP requests |
+//! | `signalr_limit_refusals_total` | counter | `limit`: `connections`, `pending_negotiations`, `request_body`, `groups`, `client_results` | requests and calls refused by a limit |
+//!
+//! The Redis backplane adds `signalr_backplane_*` (see `signalr-redis`).
+//! [`observability`] serves them as `GET /metrics`, with `GET /healthz` beside it; every
+//! log line of a connection is written inside a `connection` span carrying
+//! `connection_id`, `transport` and `protocol`.
+//!
 //! # Layers
 //!
 //! - `transport`: HTTP (negotiate, WebSockets, SSE, long polling, CORS), bytes and connection
@@ -104,20 +154,25 @@
 //! - `connection`: one connection's lifecycle (handshake, message loop, keep-alive, close).
 //! - `hub`: methods, extractors, clients, groups, contexts. It never imports axum.
 //! - `lifetime`: the [`HubLifetimeManager`] trait and the in-memory default.
+//! - `observability`: `/metrics` and `/healthz`, glue over hubs and transports like
+//!   `Hub::router`.
 //!
 //! # Slow consumers
 //!
 //! Each connection has a byte-bounded outbound queue
 //! ([`TransportOptions::max_buffered_bytes`], 1 MiB by default). A client that does not read
 //! fast enough to keep its queue under the bound is disconnected with a Close message carrying
-//! an error and `allowReconnect: true`; senders never wait for it and other clients are not
-//! affected.
+//! the error `Connection closed with an error. The client did not read messages fast
+//! enough: its outbound buffer is full.` and `allowReconnect: true`, and counted in
+//! `signalr_slow_consumer_closes_total`; senders never wait for it and other clients are
+//! not affected. [`HubConnection::buffered_bytes`] tells what a connection has queued.
 
 pub mod auth;
 pub mod connection;
 mod error;
 pub mod hub;
 pub mod lifetime;
+pub mod observability;
 mod options;
 mod router;
 pub mod transport;
@@ -134,8 +189,8 @@ pub use hub::{
     MethodPolicy, SingleClientProxy, State, StreamHandler, UploadStream, UserIdProvider,
 };
 pub use lifetime::{
-    Audience, HubArguments, HubLifetimeManager, LifetimeError, MemoryLifetimeManager,
-    SerializedMessage,
+    Audience, HubArguments, HubLifetimeManager, LifetimeError, LifetimeHealth,
+    MemoryLifetimeManager, SerializedMessage,
 };
 pub use options::HubOptions;
 pub use router::serve;

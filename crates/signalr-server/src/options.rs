@@ -8,6 +8,9 @@ use signalr_protocol::Protocol;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HubOptions {
+    /// The hub's name in metrics (the `hub` label) and in the health report. Give each hub
+    /// of a server its own. Default: `"hub"`.
+    pub name: String,
     /// How long a client has to send its handshake. Default: 15 s.
     pub handshake_timeout: Duration,
     /// Interval of the server's keep-alive pings. Must stay well below the clients' server
@@ -29,11 +32,19 @@ pub struct HubOptions {
     pub protocols: Vec<Protocol>,
     /// How long a client result may take before the call fails. Default: 30 s.
     pub client_result_timeout: Duration,
+    /// Most groups one connection may be in. Adding it to one more fails with an error
+    /// (the caller's Completion error, when called from a hub method) and leaves its
+    /// membership unchanged. 0: no limit. Default: 1,000.
+    pub max_groups_per_connection: usize,
+    /// Most client-result invocations waiting for one connection's answers at once. One
+    /// more fails at once with an error instead of waiting. 0: no limit. Default: 100.
+    pub max_pending_client_results: usize,
 }
 
 impl Default for HubOptions {
     fn default() -> Self {
         HubOptions {
+            name: "hub".to_owned(),
             handshake_timeout: Duration::from_secs(15),
             keep_alive_interval: Duration::from_secs(15),
             client_timeout: Duration::from_secs(30),
@@ -42,6 +53,8 @@ impl Default for HubOptions {
             detailed_errors: false,
             protocols: Protocol::ALL.to_vec(),
             client_result_timeout: Duration::from_secs(30),
+            max_groups_per_connection: 1000,
+            max_pending_client_results: 100,
         }
     }
 }

@@ -308,3 +308,25 @@ async fn close_frames_and_the_disconnect_timeout_end_it_for_good() {
             .is_err()
     );
 }
+
+/// A client's Sequence message that claims more messages than it sent is a protocol error:
+/// the connection ends for good, with the reason.
+#[tokio::test]
+async fn a_sequence_beyond_what_was_sent_ends_the_connection() {
+    let server = server(true, Duration::from_secs(5)).await;
+    let negotiated = negotiate(server.addr, true).await;
+    let token = negotiated["connectionToken"].as_str().unwrap();
+    let mut client = connect_v2(server.addr, token, Protocol::Json).await;
+    client.send(&record_invocation(Protocol::Json, 1)).await;
+    client
+        .send(&HubMessage::Sequence(Sequence { sequence_id: 50 }))
+        .await;
+    let close = client.expect_close().await;
+    assert_eq!(
+        close.error.as_deref(),
+        Some(
+            "Connection closed with an error. Sequence ID 50 is greater than the amount of messages received (1)."
+        )
+    );
+    assert!(!close.allow_reconnect);
+}

@@ -20,6 +20,11 @@
 //!
 //! `GET /` serves the page; `/lib/*.js` serves the official browser client from the npm
 //! packages installed in `examples/chat/node_modules` (`npm ci` in `examples/chat`).
+//!
+//! `GET /healthz` reports the hub (connections, backplane connected or not and since
+//! when; `503` while Redis is lost or the hub shuts down) and, with
+//! [`ChatConfig::metrics`], `GET /metrics` serves every metric in the Prometheus text
+//! format.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +35,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use signalr_server::observability::{Observability, PrometheusHandle};
 use signalr_server::protocol::TransportType;
 use signalr_server::{
     AuthError, Clients, Context, Groups, Hub, HubError, HubLifetimeManager, Identity,
@@ -108,6 +114,12 @@ pub struct ChatConfig {
     /// The scale-out backplane (e.g. a `RedisHubLifetimeManager`); `None` keeps every
     /// connection in this process's memory.
     pub lifetime_manager: Option<Arc<dyn HubLifetimeManager>>,
+    /// The hub's name in metrics and `/healthz` (the backplane's hub name, so both carry
+    /// the same `hub` label). Default: `Chat.Hubs.ChatHub`.
+    pub hub_name: String,
+    /// The Prometheus recorder `GET /metrics` renders (installed before the hub is built);
+    /// `None`: no `/metrics`.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl std::fmt::Debug for ChatConfig {
@@ -118,6 +130,8 @@ impl std::fmt::Debug for ChatConfig {
             .field("transports", &self.transports)
             .field("authenticated", &self.auth_tokens.is_some())
             .field("scaled_out", &self.lifetime_manager.is_some())
+            .field("hub_name", &self.hub_name)
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
@@ -130,6 +144,8 @@ impl Default for ChatConfig {
             transports: signalr_server::TransportOptions::default().transports,
             auth_tokens: None,
             lifetime_manager: None,
+            hub_name: "Chat.Hubs.ChatHub".to_owned(),
+            metrics: None,
         }
     }
 }
@@ -169,6 +185,7 @@ pub fn hub(config: &ChatConfig) -> Hub {
         builder = builder.lifetime_manager(manager.clone());
     }
     let builder = builder
+        .name(config.hub_name.clone())
         .method("Send", send)
         .method("JoinGroup", join_group)
         .method("LeaveGroup", leave_group)
@@ -206,6 +223,10 @@ pub fn app(config: ChatConfig) -> Router {
 
 /// The application around an existing hub (to keep a handle for [`Hub::shutdown`]).
 pub fn router(config: ChatConfig, chat: &Hub) -> Router {
+    let mut observability = Observability::new().hub(chat);
+    if let Some(metrics) = config.metrics.clone() {
+        observability = observability.prometheus(metrics);
+    }
     let page = Router::new()
         .route(
             "/",
@@ -225,7 +246,10 @@ pub fn router(config: ChatConfig, chat: &Hub) -> Router {
         )
         .route("/lib/{file}", get(client_library))
         .with_state(config);
-    Router::new().merge(chat.router("/chat")).merge(page)
+    Router::new()
+        .merge(chat.router("/chat"))
+        .merge(observability.router())
+        .merge(page)
 }
 
 const INDEX_HTML: &str = include_str!("../static/index.html");

@@ -13,6 +13,9 @@
 //! other's connections; if Redis cannot be reached or refuses the password at start, it says
 //! so and exits with status 1.
 //!
+//! `GET /metrics` serves the metrics in the Prometheus text format, `GET /healthz` the
+//! health report.
+//!
 //! `--transports ServerSentEvents,LongPolling` limits the transports offered;
 //! `--auth-tokens alice=tokenA,bob=tokenB` turns on demo authentication (bearer tokens,
 //! the token's user is the connection's user id).
@@ -81,8 +84,18 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    // Before the backplane connects and the hub is built: both register their metrics then.
+    let metrics = match signalr_server::observability::install_prometheus() {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "no /metrics: the Prometheus recorder could not be installed");
+            None
+        }
+    };
     let mut config = ChatConfig {
         max_message_size: args.max_message_size,
+        hub_name: args.hub_name.clone(),
+        metrics,
         ..ChatConfig::default()
     };
     if let Some(dir) = args.node_modules.clone() {

@@ -48,6 +48,16 @@ pub struct HubConnection {
     /// Source of server-side invocation ids ("s1", "s2", ...), a namespace that cannot collide
     /// with the ids clients choose for their upload streams.
     next_invocation_id: AtomicU64,
+    /// Limits from the hub's options, kept here because lifetime managers (which know
+    /// nothing of hub options) enforce them. 0: no limit.
+    limits: Limits,
+}
+
+/// Per-connection limits ([`HubOptions`](crate::HubOptions)).
+#[derive(Debug, Clone, Copy, Default)]
+struct Limits {
+    max_groups: usize,
+    max_pending_results: usize,
 }
 
 impl fmt::Debug for HubConnection {
@@ -82,7 +92,37 @@ impl HubConnection {
             closed: CancellationToken::new(),
             pending_results: Mutex::new(HashMap::new()),
             next_invocation_id: AtomicU64::new(1),
+            limits: Limits::default(),
         }
+    }
+
+    /// Apply the hub's per-connection limits (0: no limit).
+    pub(crate) fn with_limits(
+        mut self,
+        max_groups: usize,
+        max_pending_results: usize,
+    ) -> HubConnection {
+        self.limits = Limits {
+            max_groups,
+            max_pending_results,
+        };
+        self
+    }
+
+    /// Most groups this connection may be in (0: no limit). Lifetime managers refuse to
+    /// add it to more ([`HubOptions::max_groups_per_connection`]).
+    ///
+    /// [`HubOptions::max_groups_per_connection`]: crate::HubOptions::max_groups_per_connection
+    pub fn max_groups(&self) -> usize {
+        self.limits.max_groups
+    }
+
+    /// Bytes queued for this connection and not yet written to its transport. Bounded by
+    /// [`TransportOptions::max_buffered_bytes`](crate::TransportOptions::max_buffered_bytes)
+    /// (a single larger message aside): past it, the connection is closed as a slow
+    /// consumer.
+    pub fn buffered_bytes(&self) -> usize {
+        self.outbox.buffered_bytes()
     }
 
     /// Attach the identity the transport authenticated.
@@ -218,6 +258,10 @@ impl HubConnection {
 
     /// Register a client-result invocation and send its frame. The receiver completes with
     /// the client's Completion; it fails (sender dropped) if the connection ends first.
+    /// Refused at once when the connection already has the most client results waiting
+    /// that [`HubOptions::max_pending_client_results`] allows.
+    ///
+    /// [`HubOptions::max_pending_client_results`]: crate::HubOptions::max_pending_client_results
     pub fn invoke(
         &self,
         invocation_id: String,
@@ -227,7 +271,14 @@ impl HubConnection {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
-        self.lock_pending().insert(invocation_id.clone(), tx);
+        {
+            let mut pending = self.lock_pending();
+            let max = self.limits.max_pending_results;
+            if max > 0 && pending.len() >= max {
+                return Err(SendError::TooManyPendingResults { max });
+            }
+            pending.insert(invocation_id.clone(), tx);
+        }
         if let Err(error) = self.send(message) {
             self.lock_pending().remove(&invocation_id);
             return Err(error);
@@ -279,4 +330,13 @@ pub enum SendError {
     /// The message could not be encoded in the connection's protocol.
     #[error("the message could not be encoded for this connection: {0}")]
     Encode(String),
+    /// The connection already has the most client-result invocations waiting that the hub
+    /// allows.
+    #[error(
+        "The client already has {max} client-result invocations waiting for an answer, the most allowed."
+    )]
+    TooManyPendingResults {
+        /// The limit.
+        max: usize,
+    },
 }

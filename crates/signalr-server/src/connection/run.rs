@@ -32,6 +32,7 @@ use crate::error::HubError;
 use crate::hub::extract::InvocationParts;
 use crate::hub::handler::MethodOutput;
 use crate::hub::stream::{ItemStream, UploadItem, UploadReceiver};
+use crate::hub::telemetry::HandshakeFailure::{self, Malformed, Timeout, Unsupported};
 use crate::hub::{Context, HubCore, HubInner, Method, MethodKind};
 use crate::transport::{ConnectionApp, Inbound, TransportConnection, TransportType};
 
@@ -88,11 +89,12 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
             outbox.abandon();
             return;
         }
-        Ok(Err(Some(error))) => return refuse_handshake(&outbox, &connection_id, error),
+        Ok(Err(Some(error))) => return refuse_handshake(&hub, &outbox, Malformed, error),
         Err(_) => {
             return refuse_handshake(
+                &hub,
                 &outbox,
-                &connection_id,
+                Timeout,
                 "Handshake was canceled: no handshake was received within the handshake timeout."
                     .to_owned(),
             );
@@ -103,16 +105,18 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
         Some(protocol) if options.protocols.contains(&protocol) => protocol,
         _ => {
             return refuse_handshake(
+                &hub,
                 &outbox,
-                &connection_id,
+                Unsupported,
                 format!("The protocol '{}' is not supported.", handshake.protocol),
             );
         }
     };
     if !protocol.is_version_supported(handshake.version) {
         return refuse_handshake(
+            &hub,
             &outbox,
-            &connection_id,
+            Unsupported,
             format!(
                 "The server does not support version {} of the '{}' protocol.",
                 handshake.version,
@@ -122,8 +126,9 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
     }
     if protocol.transfer_format() == TransferFormat::Binary && !supports_binary {
         return refuse_handshake(
+            &hub,
             &outbox,
-            &connection_id,
+            Unsupported,
             format!(
                 "Cannot use the '{}' protocol on the current transport. The transport does not support 'Binary' transfer format.",
                 protocol.name()
@@ -131,6 +136,7 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
         );
     }
 
+    tracing::Span::current().record("protocol", protocol.name());
     outbox.set_binary(protocol.transfer_format() == TransferFormat::Binary);
     // Stateful reconnect needs both sides: negotiated, and a handshake of version 2 (which
     // means the client understands Ack and Sequence). Otherwise it is silently off.
@@ -178,10 +184,18 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
             outbox.clone(),
             request,
         )
-        .with_identity(identity),
+        .with_identity(identity)
+        .with_limits(
+            options.max_groups_per_connection,
+            options.max_pending_client_results,
+        ),
     );
     tracing::debug!(connection_id = %connection.id(), protocol = protocol.name(), "hub connection started");
 
+    let metrics = &hub.core.metrics;
+    metrics.connection_opened(transport_type, protocol);
+    // Counted as closed however the rest ends.
+    let _closed = scopeguard(|| metrics.connection_closed(transport_type, protocol));
     if let Err(error) = hub.core.manager.on_connected(&connection).await {
         tracing::warn!(connection_id = %connection.id(), %error, "lifetime manager refused the connection");
         finish(
@@ -208,6 +222,9 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
     };
 
     finish(&connection, ending);
+    if connection.outbox().overflowed() {
+        metrics.slow_consumer_closed();
+    }
     connection.closed.cancel();
     connection.fail_pending_invocations();
     if let Err(message) = run_hook(&hub, &connection, hub.on_disconnected.as_ref()).await {
@@ -243,8 +260,14 @@ async fn read_handshake(
     }
 }
 
-fn refuse_handshake(outbox: &crate::transport::Outbox, connection_id: &str, error: String) {
-    tracing::debug!(%connection_id, %error, "handshake refused");
+fn refuse_handshake<S>(
+    hub: &HubInner<S>,
+    outbox: &crate::transport::Outbox,
+    failure: HandshakeFailure,
+    error: String,
+) {
+    tracing::debug!(%error, "handshake refused");
+    hub.core.metrics.handshake_failed(failure);
     let mut response = BytesMut::new();
     HandshakeResponse { error: Some(error) }.write(&mut response);
     outbox.close_with(Some(response.freeze()));
@@ -534,9 +557,25 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         timeout_armed: &mut bool,
     ) -> Option<Ending> {
         let max = self.hub.core.options.max_receive_message_size;
+        // Counted once per chunk, not per message.
+        let mut parsed = 0;
+        let ending = self.parse_messages(buf, protocol, timeout_armed, max, &mut parsed);
+        self.hub.core.metrics.messages_received(parsed);
+        ending
+    }
+
+    fn parse_messages(
+        &mut self,
+        buf: &mut BytesMut,
+        protocol: Protocol,
+        timeout_armed: &mut bool,
+        max: usize,
+        parsed: &mut u64,
+    ) -> Option<Ending> {
         while self.blocked_upload.is_none() {
             match protocol.parse_message(buf, max) {
                 Ok(Some(message)) => {
+                    *parsed += 1;
                     if matches!(message, HubMessage::Ping) {
                         *timeout_armed = true;
                     }
@@ -615,6 +654,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
 
     /// Take an invocation in: register its upload streams, then start it or queue it.
     fn accept(&mut self, invocation: Invocation, streaming: bool) {
+        self.hub.core.metrics.invocation();
         let uploads = invocation
             .stream_ids
             .iter()
@@ -689,6 +729,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             ..
         } = invocation;
         let fail = |this: &mut Self, error: String| {
+            this.hub.core.metrics.invocation_error();
             for id in &stream_ids {
                 this.uploads.remove(id);
             }
@@ -785,6 +826,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             MethodKind::Invoke(handler) => match handler.call(parts) {
                 Ok(future) => self.running.push(Box::pin(run_method(
                     future,
+                    self.hub.core.clone(),
                     connection,
                     name,
                     invocation_id,
@@ -798,6 +840,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                     self.stream_tokens.insert(id.clone(), cancellation.clone());
                     self.streams.push(Box::pin(run_stream(
                         future,
+                        self.hub.core.clone(),
                         connection,
                         name,
                         id,
@@ -844,6 +887,7 @@ fn send_completion(connection: &HubConnection, invocation_id: String, result: Co
 /// Run a method to its end and send its Completion.
 async fn run_method(
     future: BoxFuture<'static, MethodOutput>,
+    core: Arc<HubCore>,
     connection: Arc<HubConnection>,
     name: String,
     invocation_id: Option<String>,
@@ -854,10 +898,12 @@ async fn run_method(
         Ok(Ok(None)) => CompletionResult::Void,
         Ok(Ok(Some(value))) => CompletionResult::Value(value),
         Ok(Err(error)) => {
+            core.metrics.invocation_error();
             tracing::debug!(connection_id = %connection.id(), method = %name, %error, "hub method failed");
             CompletionResult::Error(error.invocation_error(&name, detailed))
         }
         Err(_) => {
+            core.metrics.invocation_error();
             tracing::error!(connection_id = %connection.id(), method = %name, "hub method panicked");
             CompletionResult::Error(format!(
                 "An unexpected error occurred invoking '{name}' on the server."
@@ -875,6 +921,7 @@ async fn run_method(
 /// the client rather than overflowing its queue. Returns the invocation id.
 async fn run_stream(
     start: std::pin::Pin<Box<dyn std::future::Future<Output = ItemStream> + Send>>,
+    core: Arc<HubCore>,
     connection: Arc<HubConnection>,
     name: String,
     invocation_id: String,
@@ -933,10 +980,26 @@ async fn run_stream(
         tracing::error!(connection_id = %connection.id(), method = %name, "stream panicked");
         CompletionResult::Error("An error occurred on the server while streaming results.".into())
     });
+    if matches!(result, CompletionResult::Error(_)) {
+        core.metrics.invocation_error();
+    }
     // After a cancel the client no longer listens, but ASP.NET Core still completes the
     // stream; do the same so every stream ends with exactly one Completion.
     send_completion(&connection, invocation_id.clone(), result);
     invocation_id
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 fn far_future() -> Instant {

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use signalr_protocol::{CompletionResult, RawValue};
 
 use super::HubCore;
-use crate::connection::HubConnection;
+use crate::connection::{HubConnection, SendError};
 use crate::error::HubError;
 use crate::lifetime::{Audience, HubArguments, LifetimeError, SerializedMessage};
 
@@ -288,6 +288,10 @@ impl SingleClientProxy {
             .manager
             .invoke_connection(&connection_id, &invocation_id, &message);
         let completion = match tokio::time::timeout(timeout, call).await {
+            Ok(Err(error @ LifetimeError::Send(SendError::TooManyPendingResults { .. }))) => {
+                self.core.metrics.client_result_refused();
+                return Err(lifetime_error(error));
+            }
             Ok(result) => result.map_err(lifetime_error)?,
             Err(_) => {
                 return Err(HubError::new(format!(
@@ -321,7 +325,11 @@ pub(crate) fn lifetime_error(error: LifetimeError) -> HubError {
     match error {
         LifetimeError::ConnectionNotFound(_)
         | LifetimeError::ConnectionClosed(_)
-        | LifetimeError::Timeout(_) => HubError::new(error.to_string()),
+        | LifetimeError::Timeout(_)
+        | LifetimeError::LimitExceeded(_)
+        | LifetimeError::Send(SendError::TooManyPendingResults { .. }) => {
+            HubError::new(error.to_string())
+        }
         other => HubError::internal(other.to_string()),
     }
 }

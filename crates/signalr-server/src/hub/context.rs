@@ -85,13 +85,21 @@ impl Groups {
         Groups { core }
     }
 
-    /// Add a connection to a group. Adding twice is harmless.
+    /// Add a connection to a group. Adding twice is harmless. Fails, leaving the membership
+    /// as it was, when the connection is already in
+    /// [`HubOptions::max_groups_per_connection`](crate::HubOptions::max_groups_per_connection)
+    /// groups (checked by the node that holds the connection; across nodes through a
+    /// backplane, the caller may not learn of it).
     pub async fn add(&self, connection_id: &str, group: &str) -> Result<(), HubError> {
-        self.core
-            .manager
-            .add_to_group(connection_id, group)
-            .await
-            .map_err(lifetime_error)
+        match self.core.manager.add_to_group(connection_id, group).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                if matches!(error, crate::LifetimeError::LimitExceeded(_)) {
+                    self.core.metrics.groups_refused();
+                }
+                Err(lifetime_error(error))
+            }
+        }
     }
 
     /// Remove a connection from a group. Removing a non-member is harmless.

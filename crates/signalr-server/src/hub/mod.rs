@@ -9,6 +9,7 @@ pub(crate) mod context;
 pub(crate) mod extract;
 pub(crate) mod handler;
 pub(crate) mod stream;
+pub(crate) mod telemetry;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,6 +37,8 @@ pub(crate) struct HubCore {
     /// Unacknowledged bytes held for replay per stateful connection (from the transport
     /// options, where stateful reconnect is switched on).
     pub(crate) stateful_reconnect_buffer_size: usize,
+    /// What the hub layer counts, registered once for the hub.
+    pub(crate) metrics: telemetry::HubMetrics,
 }
 
 /// A hub's methods and hooks, with its state type.
@@ -108,6 +111,11 @@ impl Hub {
     /// The hub's options.
     pub fn options(&self) -> &HubOptions {
         &self.core.options
+    }
+
+    /// The hub's name ([`HubOptions::name`]).
+    pub fn name(&self) -> &str {
+        &self.core.options.name
     }
 }
 
@@ -289,6 +297,13 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
         self
     }
 
+    /// Name the hub, for its metrics (the `hub` label) and the health report
+    /// ([`HubOptions::name`]; default `"hub"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.options.name = name.into();
+        self
+    }
+
     /// Hub settings (timeouts, message size, protocols, errors).
     pub fn options(mut self, options: HubOptions) -> Self {
         self.options = options;
@@ -359,10 +374,14 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
             !self.transport_options.transports.is_empty(),
             "a hub needs at least one transport"
         );
+        // Metric handles are registered here, once per hub: a recorder installed later
+        // never sees them.
+        let lifecycle = Arc::new(Lifecycle::new(&self.options.name, &self.transport_options));
         let core = Arc::new(HubCore {
             manager: self
                 .manager
                 .unwrap_or_else(|| Arc::new(MemoryLifetimeManager::new())),
+            metrics: telemetry::HubMetrics::new(&self.options.name),
             options: self.options,
             user_id_provider: self.user_id_provider,
             stateful_reconnect_buffer_size: self.transport_options.stateful_reconnect_buffer_size,
@@ -378,7 +397,7 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
             core,
             app: inner,
             transport_options: self.transport_options,
-            lifecycle: Arc::default(),
+            lifecycle,
         }
     }
 }

@@ -47,6 +47,12 @@ pub enum GroupChange {
         /// Local members of the group after the change.
         group_size: usize,
     },
+    /// Not added: the connection is already in the most groups it may be in
+    /// ([`HubConnection::max_groups`]).
+    LimitReached {
+        /// The connection's limit.
+        max_groups: usize,
+    },
 }
 
 impl MemoryLifetimeManager {
@@ -139,10 +145,23 @@ impl MemoryLifetimeManager {
             return GroupChange::NotLocal;
         };
         let id = connection.id_arc().clone();
-        let members = tables.groups.entry(group.to_owned()).or_default();
-        if members.insert(id.clone(), connection).is_some() {
+        let in_group = tables
+            .groups
+            .get(group)
+            .is_some_and(|members| members.contains_key(connection_id));
+        if in_group {
             return GroupChange::Unchanged;
         }
+        let max_groups = connection.max_groups();
+        let joined = tables
+            .memberships
+            .get(connection_id)
+            .map_or(0, HashSet::len);
+        if max_groups > 0 && joined >= max_groups {
+            return GroupChange::LimitReached { max_groups };
+        }
+        let members = tables.groups.entry(group.to_owned()).or_default();
+        members.insert(id.clone(), connection);
         let group_size = members.len();
         tables
             .memberships
@@ -254,6 +273,9 @@ impl HubLifetimeManager for MemoryLifetimeManager {
     async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<(), LifetimeError> {
         match self.add_local_to_group(connection_id, group) {
             GroupChange::NotLocal => Err(LifetimeError::ConnectionNotFound(connection_id.into())),
+            GroupChange::LimitReached { max_groups } => {
+                Err(group_limit_error(connection_id, group, max_groups))
+            }
             _ => Ok(()),
         }
     }
@@ -289,6 +311,14 @@ impl HubLifetimeManager for MemoryLifetimeManager {
         guard.disarm();
         result.map_err(|_| LifetimeError::ConnectionClosed(connection_id.into()))
     }
+}
+
+/// The error of an add refused by [`HubConnection::max_groups`], for lifetime managers to
+/// share.
+pub fn group_limit_error(connection_id: &str, group: &str, max_groups: usize) -> LifetimeError {
+    LifetimeError::LimitExceeded(format!(
+        "Connection '{connection_id}' is already in {max_groups} groups, the most allowed; it was not added to '{group}'."
+    ))
 }
 
 /// Removes a pending client-result invocation when the waiting future is dropped early.

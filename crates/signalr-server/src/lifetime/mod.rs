@@ -21,7 +21,7 @@ use signalr_protocol::{
 };
 
 use crate::connection::HubConnection;
-pub use memory::{GroupChange, MemoryLifetimeManager};
+pub use memory::{GroupChange, MemoryLifetimeManager, group_limit_error};
 
 /// Who a message is for. One variant per ASP.NET Core `Send*Async` method.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,10 @@ pub enum LifetimeError {
     /// No answer in time (e.g. a group command to another node).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A limit refused the operation (e.g. a connection already in the most groups
+    /// allowed); nothing changed.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The backplane failed.
     #[error("backplane error: {0}")]
     Backplane(Box<dyn std::error::Error + Send + Sync>),
@@ -118,6 +122,65 @@ pub trait HubLifetimeManager: Send + Sync + 'static {
 
     /// Stop background work (backplane connections). Called once when the server shuts down.
     async fn close(&self) {}
+
+    /// How the manager is doing, for health reports (`GET /healthz` of
+    /// [`observability`](crate::observability)). A backplane reports whether it is
+    /// connected and since when; the default says "in-memory, ok", which is right for
+    /// managers that depend on nothing outside the process.
+    fn health(&self) -> LifetimeHealth {
+        LifetimeHealth::in_memory()
+    }
+}
+
+/// How a lifetime manager is doing: what [`HubLifetimeManager::health`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LifetimeHealth {
+    /// What kind of manager it is, e.g. `"in-memory"` or `"redis"`.
+    pub kind: String,
+    /// Whether it relies on a backplane outside this process (other nodes are reached
+    /// through it).
+    pub backplane: bool,
+    /// Whether the backplane is connected; always true without one.
+    pub connected: bool,
+    /// Since when `connected` has had its current value, if the manager knows.
+    pub since: Option<std::time::SystemTime>,
+    /// A short word for operators: the endpoint, the last error.
+    pub detail: Option<String>,
+}
+
+impl LifetimeHealth {
+    /// A manager that keeps everything in this process: always fine.
+    pub fn in_memory() -> LifetimeHealth {
+        LifetimeHealth {
+            kind: "in-memory".to_owned(),
+            backplane: false,
+            connected: true,
+            since: None,
+            detail: None,
+        }
+    }
+
+    /// A backplane of `kind`, connected or not since `since`.
+    pub fn backplane(
+        kind: impl Into<String>,
+        connected: bool,
+        since: Option<std::time::SystemTime>,
+    ) -> LifetimeHealth {
+        LifetimeHealth {
+            kind: kind.into(),
+            backplane: true,
+            connected,
+            since,
+            detail: None,
+        }
+    }
+
+    /// Add a detail for operators.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> LifetimeHealth {
+        self.detail = Some(detail.into());
+        self
+    }
 }
 
 /// A hub message encoded once per hub protocol, ready to be queued for any connection.

@@ -39,6 +39,7 @@ use rand::RngCore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::Ticket;
 use super::{INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportType};
 
 /// A new random id: 16 random bytes, base64url without padding (22 characters), URL-safe as
@@ -83,6 +84,9 @@ pub(crate) struct Activation {
     pub(crate) inbound: InboundSender,
     /// `Some` on the first activation: the caller starts the application with it.
     pub(crate) application: Option<InboundReceiver>,
+    /// With the application: the connection's place among the hub's pending negotiations,
+    /// which the application takes over (`Ticket::started`).
+    pub(crate) ticket: Option<Ticket>,
 }
 
 /// One negotiated connection.
@@ -115,6 +119,9 @@ struct EntryState {
     inbound: Option<InboundSender>,
     /// The application's end, until the first transport request starts the application.
     application: Option<InboundReceiver>,
+    /// The place among the hub's pending negotiations, until the application starts;
+    /// disposal gives it back.
+    ticket: Option<Ticket>,
     /// The long poll in progress: its number and what ends it (with 204).
     poll: Option<(u64, CancellationToken)>,
     /// Numbers polls, so a finishing poll can tell whether a newer one replaced it.
@@ -132,6 +139,7 @@ impl Entry {
         connection_id: Arc<str>,
         max_buffered_bytes: usize,
         stateful: bool,
+        ticket: Option<Ticket>,
     ) -> Entry {
         let (inbound, application) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
         Entry {
@@ -145,6 +153,7 @@ impl Entry {
                 last_seen: Instant::now(),
                 inbound: Some(inbound),
                 application: Some(application),
+                ticket,
                 poll: None,
                 polls_started: 0,
                 socket: None,
@@ -178,6 +187,7 @@ impl Entry {
         Ok(Activation {
             inbound,
             application: state.application.take(),
+            ticket: state.ticket.take(),
         })
     }
 
@@ -216,6 +226,7 @@ impl Entry {
             Activation {
                 inbound,
                 application: state.application.take(),
+                ticket: state.ticket.take(),
             },
             socket.0,
             socket.1,
@@ -305,6 +316,7 @@ impl Entry {
         state.status = Status::Disposed;
         state.inbound = None;
         state.application = None;
+        state.ticket = None;
         if let Some((_, poll)) = state.poll.take() {
             poll.cancel();
         }
@@ -331,19 +343,22 @@ pub(crate) struct ConnectionTable {
 }
 
 impl ConnectionTable {
-    /// Record a negotiated connection, with its pipes.
+    /// Record a negotiated connection, with its pipes and its place among the hub's
+    /// pending negotiations.
     pub(crate) fn insert_negotiated(
         &self,
         token: String,
         connection_id: Arc<str>,
         max_buffered_bytes: usize,
         stateful: bool,
+        ticket: Option<Ticket>,
     ) -> Arc<Entry> {
         let entry = Arc::new(Entry::new(
             token.clone(),
             connection_id,
             max_buffered_bytes,
             stateful,
+            ticket,
         ));
         self.lock().insert(token, entry.clone());
         entry
@@ -428,7 +443,7 @@ mod tests {
     #[test]
     fn the_first_activation_starts_the_application_and_fixes_the_transport() {
         let table = ConnectionTable::default();
-        let entry = table.insert_negotiated("t".into(), "c".into(), MAX, false);
+        let entry = table.insert_negotiated("t".into(), "c".into(), MAX, false, None);
         let first = entry.activate(TransportType::WebSockets).unwrap();
         assert!(first.application.is_some());
         assert_eq!(
@@ -455,7 +470,7 @@ mod tests {
     #[test]
     fn long_polls_replace_each_other() {
         let table = ConnectionTable::default();
-        let entry = table.insert_negotiated("t".into(), "c".into(), MAX, false);
+        let entry = table.insert_negotiated("t".into(), "c".into(), MAX, false, None);
         entry.activate(TransportType::LongPolling).unwrap();
         entry.deactivate();
         let (first, first_ended) = entry.begin_poll().unwrap();
@@ -476,10 +491,11 @@ mod tests {
     #[test]
     fn disposal_ends_the_application_input_and_the_outstanding_poll() {
         let table = ConnectionTable::default();
-        let entry = table.insert_negotiated("t".into(), "c".into(), MAX, false);
+        let entry = table.insert_negotiated("t".into(), "c".into(), MAX, false, None);
         let Activation {
             inbound,
             application,
+            ..
         } = entry.activate(TransportType::LongPolling).unwrap();
         let mut application = application.unwrap();
         drop(inbound);
@@ -498,8 +514,8 @@ mod tests {
     #[test]
     fn inactive_connections_are_reaped_active_ones_are_not() {
         let table = ConnectionTable::default();
-        table.insert_negotiated("unused".into(), "a".into(), MAX, false);
-        let active = table.insert_negotiated("active".into(), "b".into(), MAX, false);
+        table.insert_negotiated("unused".into(), "a".into(), MAX, false, None);
+        let active = table.insert_negotiated("active".into(), "b".into(), MAX, false, None);
         let _activation = active.activate(TransportType::ServerSentEvents).unwrap();
         assert_eq!(table.reap(Duration::from_secs(60)), 0);
         assert_eq!(table.reap(Duration::ZERO), 1);

@@ -18,12 +18,15 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
 use futures::StreamExt;
+use tracing::Instrument;
 
-use super::connections::{ClaimError, ConnectionTable, Entry, InboundReceiver};
+use super::admission::Ticket;
+use super::connections::{ClaimError, ConnectionTable, Entry, InboundReceiver, InboundSender};
 use super::lifecycle::Lifecycle;
+use super::telemetry::RefusedBy;
 use super::{
-    ConnectionApp, Inbound, Outbox, TransportConnection, TransportOptions, TransportType, cors,
-    long_polling, negotiate, sse, websocket,
+    ConnectionApp, Inbound, Outbox, TransportConnection, TransportError, TransportOptions,
+    TransportType, cors, long_polling, negotiate, sse, websocket,
 };
 use crate::auth::{AuthOutcome, Identity};
 
@@ -36,6 +39,9 @@ pub(crate) struct ApplicationStart {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) identity: Option<Arc<Identity>>,
     pub(crate) stateful: bool,
+    /// The connection's place among the hub's connections, held until the application
+    /// ends. `None` only for connections negotiated before the hub counted them.
+    pub(crate) ticket: Option<Ticket>,
 }
 
 /// Shared state of one endpoint.
@@ -102,13 +108,28 @@ impl Endpoint {
         }
         match self.options.auth.check(parts).await {
             AuthOutcome::Allowed(identity) => Ok(identity),
-            AuthOutcome::Unauthenticated { refused } => Err(Refusal::Unauthenticated { refused }),
-            AuthOutcome::Forbidden => Err(Refusal::Forbidden),
+            AuthOutcome::Unauthenticated { refused } => {
+                self.lifecycle.metrics.auth_refused(false);
+                Err(Refusal::Unauthenticated { refused })
+            }
+            AuthOutcome::Forbidden => {
+                self.lifecycle.metrics.auth_refused(true);
+                Err(Refusal::Forbidden)
+            }
         }
     }
 
-    /// Start the application of a connection, as a task the hub's shutdown waits for.
+    /// Start the application of a connection, as a task the hub's shutdown waits for, in a
+    /// span naming the connection: every log line of the connection carries its id.
     pub(crate) fn start_application(&self, start: ApplicationStart) {
+        // The hub layer records the protocol once the handshake has chosen it.
+        let span = tracing::info_span!(
+            "connection",
+            connection_id = %start.connection_id,
+            transport = start.transport.name(),
+            protocol = tracing::field::Empty,
+        );
+        let ticket = start.ticket;
         let connection = TransportConnection {
             connection_id: start.connection_id,
             request: Arc::new(request_head(start.request)),
@@ -119,7 +140,15 @@ impl Endpoint {
             identity: start.identity,
             shutdown: self.lifecycle.signal(),
         };
-        self.lifecycle.spawn(self.app.clone().run(connection));
+        let application = self.app.clone().run(connection);
+        self.lifecycle.spawn(Box::pin(
+            async move {
+                // The connection counts until its application has finished.
+                let _ticket = ticket;
+                application.await;
+            }
+            .instrument(span),
+        ));
     }
 
     /// Take a connection for the receiving half of an HTTP transport (an SSE stream, a long
@@ -152,6 +181,7 @@ impl Endpoint {
             outbox: entry.outbox.clone(),
             identity,
             stateful: false,
+            ticket: activation.ticket.map(Ticket::started),
         });
         Ok((entry, true))
     }
@@ -262,16 +292,35 @@ async fn send(
     body: Body,
 ) -> Result<Response, Refusal> {
     let entry = endpoint.lookup(parts)?;
-    if entry.transport() == Some(TransportType::WebSockets) {
-        return Err(Refusal::PostToWebSocket);
-    }
+    let transport = match entry.transport() {
+        Some(TransportType::WebSockets) => return Err(Refusal::PostToWebSocket),
+        Some(transport) => transport,
+        // Not started yet: the bytes wait for the application like any other.
+        None => TransportType::LongPolling,
+    };
     let inbound = entry.inbound().ok_or(Refusal::UnknownId)?;
+    let max = endpoint.options.max_request_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = |received: u64| max > 0 && received > max as u64;
+    if declared.is_some_and(too_large) {
+        return Err(refuse_body(endpoint, &inbound, max).await);
+    }
     let _one_body_at_a_time = entry.sends.lock().await;
     let mut body = body.into_data_stream();
+    let mut received: u64 = 0;
     while let Some(chunk) = body.next().await {
         match chunk {
             Ok(chunk) if chunk.is_empty() => {}
             Ok(chunk) => {
+                received += chunk.len() as u64;
+                if too_large(received) {
+                    return Err(refuse_body(endpoint, &inbound, max).await);
+                }
+                endpoint.lifecycle.metrics.received(transport, chunk.len());
                 // Failing: the application ended (or the connection was disposed) meanwhile.
                 inbound
                     .send(Inbound::Data(chunk))
@@ -285,6 +334,19 @@ async fn send(
         }
     }
     Ok(StatusCode::OK.into_response())
+}
+
+/// Refuse a send whose body is over the limit. Part of a message may have gone in already,
+/// so the input is void: the connection ends, with the reason in its Close message.
+async fn refuse_body(endpoint: &Endpoint, inbound: &InboundSender, max: usize) -> Refusal {
+    endpoint
+        .lifecycle
+        .metrics
+        .limit_refused(RefusedBy::RequestBody);
+    let _ = inbound
+        .send(Inbound::Failed(TransportError::BodyTooLarge { max }))
+        .await;
+    Refusal::Limit(RefusedBy::RequestBody, max)
 }
 
 fn is_websocket_upgrade(parts: &http::request::Parts) -> bool {
@@ -334,6 +396,9 @@ pub(crate) enum Refusal {
     Forbidden,
     /// `503`: a new connection while the hub shuts down.
     ShuttingDown,
+    /// A limit refused the request: `503` for the connection limits, `413` for a request
+    /// body; with the limit's value.
+    Limit(RefusedBy, usize),
 }
 
 impl IntoResponse for Refusal {
@@ -398,17 +463,40 @@ impl IntoResponse for Refusal {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The server is shutting down and accepts no new connections.",
             ),
+            Refusal::Limit(limit, max) => {
+                let (status, text) = match limit {
+                    RefusedBy::Connections => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "The server has reached its limit of {max} connections for this hub; try again later."
+                        ),
+                    ),
+                    RefusedBy::PendingNegotiations => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "The server has reached its limit of {max} negotiated connections not yet in use; try again later."
+                        ),
+                    ),
+                    RefusedBy::RequestBody => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "The request body exceeds the maximum size of {max} bytes; the connection is closed."
+                        ),
+                    ),
+                };
+                return plain(status, text);
+            }
         };
         plain(status, text)
     }
 }
 
 /// A plain-text response, as ASP.NET Core answers transport errors.
-pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response {
+pub(crate) fn plain(status: StatusCode, text: impl Into<Body>) -> Response {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Body::from(text))
+        .body(text.into())
         .unwrap_or_else(|_| status.into_response())
 }
 

@@ -1,9 +1,11 @@
-//! What every endpoint of one hub shares to shut down gracefully.
+//! What every endpoint of one hub shares: its counts and limits, its metrics, and
+//! what it takes to shut down gracefully.
 //!
 //! A hub may be mounted at several paths; each mount is an endpoint with its own connection
-//! table. The [`Lifecycle`] ties them together: the shutdown signal every application gets
-//! in its [`TransportConnection`](super::TransportConnection), the tracker of the running
-//! applications, and the endpoints whose connections must be let go.
+//! table. The [`Lifecycle`] ties them together: the [`Admission`] counts that bound the
+//! hub's connections on this node, the transport metrics, the shutdown signal every
+//! application gets in its [`TransportConnection`](super::TransportConnection), the tracker
+//! of the running applications, and the endpoints whose connections must be let go.
 //!
 //! Shutting down, in order:
 //!
@@ -25,14 +27,21 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::TransportOptions;
+use super::admission::Admission;
 use super::endpoint::Endpoint;
+use super::telemetry::TransportMetrics;
 
 /// How often shutdown looks at the connection tables while it waits for them to empty.
 const DRAIN_CHECK: Duration = Duration::from_millis(10);
 
-/// Shutdown state shared by the endpoints of one hub.
-#[derive(Debug, Default)]
+/// State shared by the endpoints of one hub.
+#[derive(Debug)]
 pub(crate) struct Lifecycle {
+    /// Connections and pending negotiations of the hub on this node, and their bounds.
+    pub(crate) admission: Arc<Admission>,
+    /// What the hub's transports count.
+    pub(crate) metrics: Arc<TransportMetrics>,
     /// Cancelled when shutdown begins; applications get a clone.
     shutdown: CancellationToken,
     /// The running applications, so shutdown can wait for them.
@@ -42,6 +51,22 @@ pub(crate) struct Lifecycle {
 }
 
 impl Lifecycle {
+    /// The shared state of hub `name`, with the admission limits of `options`.
+    pub(crate) fn new(name: &str, options: &TransportOptions) -> Lifecycle {
+        let metrics = Arc::new(TransportMetrics::new(name));
+        Lifecycle {
+            admission: Arc::new(Admission::new(
+                options.max_connections,
+                options.max_pending_negotiations,
+                metrics.clone(),
+            )),
+            metrics,
+            shutdown: CancellationToken::new(),
+            applications: TaskTracker::new(),
+            endpoints: Mutex::new(Vec::new()),
+        }
+    }
+
     pub(crate) fn register(&self, endpoint: &Arc<Endpoint>) {
         let mut endpoints = self.lock();
         endpoints.retain(|e| e.strong_count() > 0);

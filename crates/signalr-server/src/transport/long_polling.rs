@@ -61,8 +61,12 @@ pub(crate) async fn poll(
         // the newer poll instead.
         biased;
         () = ended.cancelled() => StatusCode::NO_CONTENT.into_response(),
-        next = entry.outbox.next_batch(&mut batch, usize::MAX) => match next {
-            Batch::Frames => {
+        next = entry.outbox.next_counted_batch(&mut batch, usize::MAX) => match next {
+            (Batch::Frames, frames) => {
+                endpoint
+                    .lifecycle
+                    .metrics
+                    .sent(TransportType::LongPolling, batch.len(), frames);
                 let mut response = Response::new(Body::from(batch.freeze()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -70,7 +74,7 @@ pub(crate) async fn poll(
                 );
                 response
             }
-            Batch::Closed => {
+            (Batch::Closed, _) => {
                 endpoint.connections.dispose(&entry.token);
                 StatusCode::NO_CONTENT.into_response()
             }

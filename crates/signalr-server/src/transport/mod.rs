@@ -16,8 +16,11 @@
 //!   housekeeping that reaps inactive connections.
 //! - `connections`: the table of negotiated connections by token, with their pipes.
 //! - `cors`: cross-origin headers and preflights.
-//! - `lifecycle`: what every endpoint of one hub shares to shut down gracefully.
+//! - `lifecycle`: what every endpoint of one hub shares: counts, limits, metrics, shutdown.
+//! - `admission`: the hub's connection counts and the limits that refuse more.
+//! - `telemetry`: the transports' metrics (bytes, messages out, refusals).
 
+pub(crate) mod admission;
 pub(crate) mod connections;
 pub(crate) mod cors;
 pub(crate) mod endpoint;
@@ -26,6 +29,7 @@ pub(crate) mod long_polling;
 pub(crate) mod negotiate;
 mod outbox;
 pub(crate) mod sse;
+pub(crate) mod telemetry;
 pub(crate) mod websocket;
 
 use std::sync::Arc;
@@ -47,6 +51,13 @@ pub enum TransportError {
     /// The client sent a single transport frame larger than the transport accepts.
     #[error("The maximum message size of {max}B was exceeded.")]
     MessageTooLarge {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The client sent a request body (a send of SSE or long polling) larger than the
+    /// transport accepts.
+    #[error("The request body exceeded the maximum size of {max} bytes.")]
+    BodyTooLarge {
         /// The limit, in bytes.
         max: usize,
     },
@@ -149,6 +160,18 @@ pub struct TransportOptions {
     pub allow_stateful_reconnect: bool,
     /// Most unacknowledged bytes held for replay per stateful connection. Default: 100,000.
     pub stateful_reconnect_buffer_size: usize,
+    /// Most connections of the hub on this node, counting negotiated connections not used
+    /// yet. Over it, negotiate and a WebSocket that skips negotiation are answered `503`.
+    /// 0: no limit. Default: 100,000.
+    pub max_connections: usize,
+    /// Most negotiated connections no transport request has used yet (they are disposed of
+    /// after the disconnect timeout). Over it, negotiate answers `503`, so a flood of
+    /// negotiate requests cannot grow memory without bound. 0: no limit. Default: 10,000.
+    pub max_pending_negotiations: usize,
+    /// Largest body of one send (`POST`) of Server-Sent Events or long polling. A larger
+    /// one is answered `413` and closes the connection with a reason. 0: no limit.
+    /// Default: 1 MiB.
+    pub max_request_body_bytes: usize,
 }
 
 impl Default for TransportOptions {
@@ -170,6 +193,9 @@ impl Default for TransportOptions {
             cors: None,
             allow_stateful_reconnect: false,
             stateful_reconnect_buffer_size: 100_000,
+            max_connections: 100_000,
+            max_pending_negotiations: 10_000,
+            max_request_body_bytes: 1024 * 1024,
         }
     }
 }

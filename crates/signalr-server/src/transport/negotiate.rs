@@ -7,7 +7,8 @@
 //!
 //! Negotiate is authenticated like every request of the endpoint (`401`/`403` fail the
 //! client's start), lists exactly the transports the endpoint offers, and answers `503` once
-//! the hub is shutting down.
+//! the hub is shutting down or when the hub's connection limits are reached (see
+//! `admission`).
 
 use std::sync::Arc;
 
@@ -52,6 +53,16 @@ pub(crate) async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Reque
         },
     };
 
+    // A place among the hub's connections, held by the table entry until a transport
+    // request starts the connection or the entry is disposed.
+    let ticket = match endpoint.lifecycle.admission.negotiation() {
+        Ok(ticket) => ticket,
+        Err((limit, max)) => {
+            tracing::debug!(?limit, max, "negotiate refused by a limit");
+            return Refusal::Limit(limit, max).into_response();
+        }
+    };
+
     let connection_id: Arc<str> = new_id().into();
     let token = if version == 0 {
         connection_id.to_string()
@@ -67,6 +78,7 @@ pub(crate) async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Reque
         connection_id.clone(),
         endpoint.options.max_buffered_bytes,
         stateful,
+        Some(ticket),
     );
 
     let response = NegotiateResponse {

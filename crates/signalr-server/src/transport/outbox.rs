@@ -349,9 +349,19 @@ impl Outbox {
     ///
     /// Cancel safe: frames are only taken in the same poll that returns them.
     pub async fn next_batch(&self, out: &mut BytesMut, max_bytes: usize) -> Batch {
+        self.next_counted_batch(out, max_bytes).await.0
+    }
+
+    /// [`Outbox::next_batch`], also saying how many frames (hub messages) the batch holds:
+    /// the transports count messages per write, not per push.
+    pub(crate) async fn next_counted_batch(
+        &self,
+        out: &mut BytesMut,
+        max_bytes: usize,
+    ) -> (Batch, usize) {
         loop {
             let notified = self.notify.notified();
-            if let Some(batch) = self.try_next_batch(out, max_bytes) {
+            if let Some(batch) = self.take(out, max_bytes) {
                 return batch;
             }
             notified.await;
@@ -361,9 +371,14 @@ impl Outbox {
     /// [`Outbox::next_batch`] without waiting: `None` when nothing is queued and the outbox is
     /// still open.
     pub fn try_next_batch(&self, out: &mut BytesMut, max_bytes: usize) -> Option<Batch> {
+        self.take(out, max_bytes).map(|(batch, _)| batch)
+    }
+
+    fn take(&self, out: &mut BytesMut, max_bytes: usize) -> Option<(Batch, usize)> {
         let mut state = self.lock();
         let state = &mut *state;
         let mut taken = 0;
+        let mut frames = 0;
         if let Some(replay) = state.replay.as_mut()
             && replay.resume
         {
@@ -376,6 +391,7 @@ impl Outbox {
             for (_, frame) in &replay.unacked {
                 out.extend_from_slice(frame);
             }
+            frames = 1 + replay.unacked.len();
             taken = 1;
         }
         let mut dequeued = 0;
@@ -395,6 +411,7 @@ impl Outbox {
             };
             taken += frame.bytes.len();
             dequeued += frame.bytes.len();
+            frames += 1;
             out.extend_from_slice(&frame.bytes);
             if let (Some(replay), Some(seq)) = (state.replay.as_mut(), frame.seq) {
                 replay.next_write = seq + 1;
@@ -403,7 +420,7 @@ impl Outbox {
             }
         }
         if taken == 0 {
-            return (state.frames.is_empty() && state.closed).then_some(Batch::Closed);
+            return (state.frames.is_empty() && state.closed).then_some((Batch::Closed, 0));
         }
         state.bytes -= dequeued;
         let more = !state.frames.is_empty();
@@ -412,7 +429,7 @@ impl Outbox {
             self.notify.notify_one();
         }
         self.drained.notify_waiters();
-        Some(Batch::Frames)
+        Some((Batch::Frames, frames))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -25,6 +25,7 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 
 use super::endpoint::{Endpoint, Refusal};
+use super::telemetry::TransportMetrics;
 use super::{Batch, Outbox, TransportType};
 use crate::auth::Identity;
 
@@ -40,6 +41,7 @@ pub(crate) fn connect(
 
     let stream = EventStream {
         outbox: entry.outbox.clone(),
+        metrics: endpoint.lifecycle.metrics.clone(),
         max_event_bytes: endpoint.options.max_write_batch_bytes,
         opened: false,
         _release: Release {
@@ -70,6 +72,7 @@ pub(crate) fn connect(
 /// The state of one event stream, owned by the response body.
 struct EventStream {
     outbox: Arc<Outbox>,
+    metrics: Arc<TransportMetrics>,
     max_event_bytes: usize,
     /// The opening comment has been sent.
     opened: bool,
@@ -86,14 +89,16 @@ impl EventStream {
         let mut batch = BytesMut::new();
         match self
             .outbox
-            .next_batch(&mut batch, self.max_event_bytes)
+            .next_counted_batch(&mut batch, self.max_event_bytes)
             .await
         {
-            Batch::Frames => {
+            (Batch::Frames, frames) => {
                 let event = event(&batch);
+                self.metrics
+                    .sent(TransportType::ServerSentEvents, event.len(), frames);
                 Some((Ok(event), self))
             }
-            Batch::Closed => None,
+            (Batch::Closed, _) => None,
         }
     }
 }

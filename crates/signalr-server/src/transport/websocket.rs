@@ -18,11 +18,13 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use super::admission::Ticket;
 use super::connections::{InboundSender, new_id};
 use super::endpoint::{ApplicationStart, Endpoint, Refusal, query_param};
 use super::{Batch, INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportError, TransportType};
 use crate::auth::Identity;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How long to keep reading after sending a close frame, so the client's unread data is
 /// consumed and the close frame is not lost to a TCP reset.
@@ -39,7 +41,7 @@ pub(crate) fn accept(
 ) -> Result<Response, Refusal> {
     let token = query_param(&parts.uri, "id");
     let mut socket = None;
-    let (connection_id, inbound, application, outbox, stateful) = match &token {
+    let (connection_id, inbound, application, outbox, stateful, ticket) = match &token {
         Some(_) => {
             let entry = endpoint.lookup(&parts)?;
             // A stateful client's new socket takes over from one the server still thinks
@@ -55,13 +57,27 @@ pub(crate) fn accept(
                 activation.application,
                 entry.outbox.clone(),
                 entry.stateful,
+                activation.ticket.map(Ticket::started),
             )
         }
-        // skipNegotiation: the connection starts here, with no token in the table.
+        // skipNegotiation: the connection starts here, with no token in the table, if the
+        // hub has room for it.
         None => {
+            let ticket = endpoint
+                .lifecycle
+                .admission
+                .connection()
+                .map_err(|(limit, max)| Refusal::Limit(limit, max))?;
             let (inbound, application) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
             let outbox = Arc::new(Outbox::new(endpoint.options.max_buffered_bytes));
-            (new_id().into(), inbound, Some(application), outbox, false)
+            (
+                new_id().into(),
+                inbound,
+                Some(application),
+                outbox,
+                false,
+                Some(ticket),
+            )
         }
     };
     if application.is_some() && endpoint.lifecycle.is_shutting_down() {
@@ -72,6 +88,12 @@ pub(crate) fn accept(
     }
 
     let options = &endpoint.options;
+    // The socket's own task (reads, writes) logs under the connection's id too.
+    let span = tracing::info_span!(
+        "connection",
+        connection_id = %connection_id,
+        transport = TransportType::WebSockets.name(),
+    );
     let failed_endpoint = endpoint.clone();
     let failed_token = token.clone();
     Ok(upgrade
@@ -86,45 +108,49 @@ pub(crate) fn accept(
                 failed_endpoint.connections.dispose(&token);
             }
         })
-        .on_upgrade(move |ws| async move {
-            if let Some(application) = application {
-                endpoint.start_application(ApplicationStart {
-                    connection_id,
-                    request: parts,
-                    transport: TransportType::WebSockets,
-                    inbound: application,
-                    outbox: outbox.clone(),
-                    identity,
-                    stateful,
-                });
-            } else if outbox.replay_enabled() {
-                // A stateful reconnect: the application drops what the old socket cut off
-                // and waits for the client's Sequence; the outbox replays what the client
-                // has not acknowledged.
-                if inbound.send(Inbound::Resumed).await.is_ok() {
-                    outbox.resume();
-                }
-                tracing::debug!(%connection_id, "WebSocket resumed a stateful connection");
-            }
-            let let_go = socket
-                .as_ref()
-                .map(|(_, _, let_go)| let_go.clone())
-                .unwrap_or_default();
-            let ended = run(&endpoint, ws, inbound, &outbox, &let_go).await;
-            match (token, socket) {
-                (Some(token), Some((entry, number, _))) => {
-                    // A socket that dropped without a close keeps a replaying connection
-                    // alive for the client's next socket.
-                    let keep = matches!(ended, Ended::Dropped | Ended::TakenOver)
-                        && outbox.replay_enabled();
-                    if !entry.socket_ended(number, keep) {
-                        endpoint.connections.dispose(&token);
+        .on_upgrade(move |ws| {
+            async move {
+                if let Some(application) = application {
+                    endpoint.start_application(ApplicationStart {
+                        connection_id,
+                        request: parts,
+                        transport: TransportType::WebSockets,
+                        inbound: application,
+                        outbox: outbox.clone(),
+                        identity,
+                        stateful,
+                        ticket,
+                    });
+                } else if outbox.replay_enabled() {
+                    // A stateful reconnect: the application drops what the old socket cut off
+                    // and waits for the client's Sequence; the outbox replays what the client
+                    // has not acknowledged.
+                    if inbound.send(Inbound::Resumed).await.is_ok() {
+                        outbox.resume();
                     }
+                    tracing::debug!(%connection_id, "WebSocket resumed a stateful connection");
                 }
-                (Some(token), None) => endpoint.connections.dispose(&token),
-                // Nobody will write what is still queued; later pushes fail fast.
-                (None, _) => outbox.abandon(),
+                let let_go = socket
+                    .as_ref()
+                    .map(|(_, _, let_go)| let_go.clone())
+                    .unwrap_or_default();
+                let ended = run(&endpoint, ws, inbound, &outbox, &let_go).await;
+                match (token, socket) {
+                    (Some(token), Some((entry, number, _))) => {
+                        // A socket that dropped without a close keeps a replaying connection
+                        // alive for the client's next socket.
+                        let keep = matches!(ended, Ended::Dropped | Ended::TakenOver)
+                            && outbox.replay_enabled();
+                        if !entry.socket_ended(number, keep) {
+                            endpoint.connections.dispose(&token);
+                        }
+                    }
+                    (Some(token), None) => endpoint.connections.dispose(&token),
+                    // Nobody will write what is still queued; later pushes fail fast.
+                    (None, _) => outbox.abandon(),
+                }
             }
+            .instrument(span)
         }))
 }
 
@@ -149,6 +175,7 @@ async fn run(
     let_go: &CancellationToken,
 ) -> Ended {
     let options = &endpoint.options;
+    let metrics = &endpoint.lifecycle.metrics;
     let mut batch = BytesMut::new();
     // A chunk read from the socket, waiting for room in the inbound channel.
     let mut pending: Option<Inbound> = None;
@@ -158,9 +185,10 @@ async fn run(
         tokio::select! {
             biased;
             () = let_go.cancelled() => break Ended::TakenOver,
-            next = outbox.next_batch(&mut batch, options.max_write_batch_bytes) => match next {
-                Batch::Frames => {
+            next = outbox.next_counted_batch(&mut batch, options.max_write_batch_bytes) => match next {
+                (Batch::Frames, frames) => {
                     let data = batch.split().freeze();
+                    metrics.sent(TransportType::WebSockets, data.len(), frames);
                     let message = if outbox.is_binary() {
                         Message::Binary(data)
                     } else {
@@ -176,7 +204,7 @@ async fn run(
                         break Ended::Dropped;
                     }
                 }
-                Batch::Closed => break Ended::ClosedByServer,
+                (Batch::Closed, _) => break Ended::ClosedByServer,
             },
             permit = inbound.reserve(), if pending.is_some() => match permit {
                 Ok(permit) => {
@@ -188,8 +216,14 @@ async fn run(
                 Err(_) => pending = None,
             },
             message = socket.recv(), if pending.is_none() && reading => match message {
-                Some(Ok(Message::Text(text))) => pending = Some(Inbound::Data(Bytes::from(text))),
-                Some(Ok(Message::Binary(data))) => pending = Some(Inbound::Data(data)),
+                Some(Ok(Message::Text(text))) => {
+                    metrics.received(TransportType::WebSockets, text.len());
+                    pending = Some(Inbound::Data(Bytes::from(text)));
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    metrics.received(TransportType::WebSockets, data.len());
+                    pending = Some(Inbound::Data(data));
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) => break Ended::ClosedByClient,
                 None => break Ended::Dropped,
