@@ -224,6 +224,9 @@ pub struct StepReport {
     pub server_ms_per_1k: f64,
     /// This process's CPU over the step, % of one core.
     pub client_cpu_percent: f64,
+    /// How busy each core of the machine was over the step, % (whoever used it: compare with
+    /// the server's and the client's own share to see other load).
+    pub core_busy_percent: Vec<f64>,
     /// Why the sender stopped early, if it did.
     pub sender_error: Option<String>,
 }
@@ -884,6 +887,7 @@ pub async fn run_steps(
             .map(|&p| Pid::Id(p).cpu_seconds())
             .collect();
         let own_before = Pid::OurSelf.cpu_seconds().unwrap_or(0.0);
+        let cores_before = procstat::core_busy_seconds();
         let wall_before = Instant::now();
         let started = stamp::now_micros();
 
@@ -961,6 +965,11 @@ pub async fn run_steps(
             .collect();
         let server_cpu: f64 = servers.iter().map(|s| s.cpu_seconds).sum();
         let own = Pid::OurSelf.cpu_seconds().unwrap_or(0.0) - own_before;
+        let core_busy_percent = procstat::core_busy_seconds()
+            .iter()
+            .zip(&cores_before)
+            .map(|(after, before)| round2(100.0 * (after - before) / wall))
+            .collect();
         let latency = Latency::of(&shared.histogram.borrow());
         let drain_seconds = if last == 0 {
             -1.0
@@ -995,6 +1004,7 @@ pub async fn run_steps(
                 0.0
             },
             client_cpu_percent: round2(100.0 * own / wall),
+            core_busy_percent,
             sender_error: sent.error,
         };
         emit(

@@ -48,6 +48,28 @@ impl Pid {
     }
 }
 
+/// Busy seconds of each core so far (user, nice, system, irq, softirq, steal), from
+/// `/proc/stat`; the difference of two readings over a wall-clock interval tells how busy each
+/// core was, whoever kept it busy.
+pub fn core_busy_seconds() -> Vec<f64> {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
+        .map(|line| {
+            let fields: Vec<f64> = line
+                .split_ascii_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            let at = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+            // user nice system idle iowait irq softirq steal
+            (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) / TICKS_PER_SECOND
+        })
+        .collect()
+}
+
 /// The 1, 5 and 15 minute load averages.
 pub fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -64,6 +86,7 @@ mod tests {
         assert!(Pid::OurSelf.cpu_seconds().is_some());
         assert!(Pid::OurSelf.rss_kib().unwrap() > 0);
         assert!(load_average().is_some());
+        assert!(!core_busy_seconds().is_empty());
         assert_eq!(Pid::Id(u32::MAX).cpu_seconds(), None);
     }
 }
