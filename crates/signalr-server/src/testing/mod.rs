@@ -113,6 +113,19 @@ impl TestClient {
         self.connection.complete_invocation(completion)
     }
 
+    /// Drop everything queued for this connection without parsing it, returning the number of
+    /// bytes dropped (for benchmarks that keep queues from filling up).
+    pub fn discard_queued(&mut self) -> usize {
+        self.buf.clear();
+        let outbox = self.connection.outbox().clone();
+        let mut dropped = 0;
+        while let Some(Batch::Frames) = outbox.try_next_batch(&mut self.buf, usize::MAX) {
+            dropped += self.buf.len();
+            self.buf.clear();
+        }
+        dropped
+    }
+
     /// Close the connection's outbox, as when its transport is gone: sends to it fail.
     pub fn close_transport(&self) {
         self.connection.outbox().abandon();

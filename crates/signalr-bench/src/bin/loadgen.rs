@@ -1,0 +1,256 @@
+//! `loadgen`: the SignalR / Socket.IO load generator (see `signalr_bench::loadgen`).
+//!
+//! ```text
+//! loadgen idle  --url http://127.0.0.1:5000/hub --connections 5000 --source 127.0.0.2 \
+//!               [--hold-secs 300] [--stop-file F]
+//! loadgen steps --url http://127.0.0.1:5000/hub --receivers 1000 --rates 100,200,400 \
+//!               [--audience all|groups:G|users|connections] [--protocol json|messagepack]
+//!               [--wire signalr|socketio] [--slow K] [--watch PID,...] [--stop-on-fail]
+//! ```
+//!
+//! Prints one JSON object per line on stdout: `{"event":"ready"|"setup"|"step"|"slow"|"done",
+//! ...}`; the last one (`done`) holds the whole report. Runs on one thread; pin it with
+//! `taskset`. At most ~19,000 connections per process (the file-descriptor limit here).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use signalr_bench::client::{Endpoint, parse_url};
+use signalr_bench::loadgen::{self, Audience, Common, IdleConfig, StepsConfig};
+use signalr_bench::wire::Wire;
+use signalr_protocol::Protocol;
+
+/// Load generator for SignalR and Socket.IO servers on loopback.
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Open connections and hold them (W1).
+    Idle(IdleArgs),
+    /// Receivers plus an open-loop sender, in rate steps (W2-W6).
+    Steps(StepsArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WireArg {
+    Signalr,
+    Socketio,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    Json,
+    Messagepack,
+}
+
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// Server URL: `http://127.0.0.1:PORT/hub` (SignalR) or `http://127.0.0.1:PORT` (Socket.IO).
+    #[arg(long)]
+    url: String,
+    /// Protocol family.
+    #[arg(long, value_enum, default_value = "signalr")]
+    wire: WireArg,
+    /// SignalR hub protocol.
+    #[arg(long, value_enum, default_value = "json")]
+    protocol: ProtocolArg,
+    /// Connect the WebSocket directly, without negotiate (`skipNegotiation`).
+    #[arg(long)]
+    skip_negotiate: bool,
+    /// Local address to connect from (127.0.0.x).
+    #[arg(long)]
+    source: Option<IpAddr>,
+    /// Connection attempts in flight.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// Bound of one connection attempt or join, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Interval of client Pings (SignalR), seconds.
+    #[arg(long, default_value_t = 15.0)]
+    ping_interval: f64,
+}
+
+impl CommonArgs {
+    fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
+        let (addr, path) = parse_url(url)?;
+        if let Some(source) = self.source
+            && !source.is_loopback()
+        {
+            return Err(format!("--source {source}: loopback addresses only"));
+        }
+        let wire = match self.wire {
+            WireArg::Socketio => Wire::SocketIo,
+            WireArg::Signalr => Wire::SignalR(match self.protocol {
+                ProtocolArg::Json => Protocol::Json,
+                ProtocolArg::Messagepack => Protocol::MessagePack,
+            }),
+        };
+        Ok(Endpoint {
+            addr,
+            path,
+            wire,
+            negotiate: !self.skip_negotiate,
+            source: self.source,
+        })
+    }
+
+    fn common(&self) -> Result<Common, String> {
+        Ok(Common {
+            endpoint: self.endpoint(&self.url)?,
+            concurrency: self.concurrency,
+            connect_timeout: Duration::from_secs_f64(self.connect_timeout),
+            ping_interval: Duration::from_secs_f64(self.ping_interval),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Connections to open.
+    #[arg(long)]
+    connections: usize,
+    /// Longest hold once connected, seconds.
+    #[arg(long, default_value_t = 300.0)]
+    hold_secs: f64,
+    /// Stop holding when this file exists.
+    #[arg(long)]
+    stop_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct StepsArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where the sender connects (default: --url), e.g. another node.
+    #[arg(long)]
+    sender_url: Option<String>,
+    /// More servers to spread receivers over (repeat), e.g. the other nodes of a cluster.
+    #[arg(long)]
+    also_url: Vec<String>,
+    /// Receiver connections.
+    #[arg(long)]
+    receivers: usize,
+    /// all | groups:G | users | connections.
+    #[arg(long, default_value = "all")]
+    audience: String,
+    /// Messages per second of each step, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 6.0)]
+    step_secs: f64,
+    /// Payload string length in bytes.
+    #[arg(long, default_value_t = 48)]
+    payload: usize,
+    /// Receivers that stop reading (slow consumers).
+    #[arg(long, default_value_t = 0)]
+    slow: usize,
+    /// Stop at the first step that does not keep up.
+    #[arg(long)]
+    stop_on_fail: bool,
+    /// Server pids whose CPU and memory to report, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    watch: Vec<u32>,
+    /// A drain ends after this long without deliveries, milliseconds.
+    #[arg(long, default_value_t = 500)]
+    drain_idle_ms: u64,
+    /// A drain ends at the latest this long after the sender stopped, seconds.
+    #[arg(long, default_value_t = 15.0)]
+    drain_max_secs: f64,
+    /// How long slow consumers read at the end, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    slow_drain_secs: f64,
+}
+
+fn audience(text: &str) -> Result<Audience, String> {
+    match text {
+        "all" => Ok(Audience::All),
+        "users" => Ok(Audience::Users),
+        "connections" => Ok(Audience::Connections),
+        _ => text
+            .strip_prefix("groups:")
+            .and_then(|g| g.parse().ok())
+            .filter(|&g: &usize| g > 0)
+            .map(Audience::Groups)
+            .ok_or_else(|| {
+                format!("--audience {text}: expected all, groups:G, users or connections")
+            }),
+    }
+}
+
+fn print(event: &str, value: &serde_json::Value) {
+    let mut line = serde_json::json!({ "event": event });
+    if let (Some(line), Some(fields)) = (line.as_object_mut(), value.as_object()) {
+        line.extend(fields.clone());
+    }
+    println!("{line}");
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let mut emit = |event: &str, value: &serde_json::Value| print(event, value);
+    match cli.mode {
+        Mode::Idle(args) => {
+            let config = IdleConfig {
+                common: args.common.common()?,
+                connections: args.connections,
+                hold: Duration::from_secs_f64(args.hold_secs),
+                stop_file: args.stop_file,
+            };
+            let report = loadgen::block_on_local(loadgen::run_idle(config, &mut emit))
+                .map_err(|e| e.to_string())?;
+            print("done", &serde_json::to_value(&report).unwrap_or_default());
+        }
+        Mode::Steps(args) => {
+            if args.rates.is_empty() {
+                return Err("--rates: at least one rate".to_owned());
+            }
+            let sender_endpoint = match &args.sender_url {
+                Some(url) => Some(args.common.endpoint(url)?),
+                None => None,
+            };
+            let extra_endpoints = args
+                .also_url
+                .iter()
+                .map(|url| args.common.endpoint(url))
+                .collect::<Result<Vec<_>, _>>()?;
+            let config = StepsConfig {
+                common: args.common.common()?,
+                sender_endpoint,
+                extra_endpoints,
+                receivers: args.receivers,
+                audience: audience(&args.audience)?,
+                rates: args.rates,
+                step_duration: Duration::from_secs_f64(args.step_secs),
+                payload_len: args.payload,
+                slow: args.slow,
+                stop_on_fail: args.stop_on_fail,
+                drain_idle: Duration::from_millis(args.drain_idle_ms),
+                drain_max: Duration::from_secs_f64(args.drain_max_secs),
+                slow_drain: Duration::from_secs_f64(args.slow_drain_secs),
+                watch: args.watch,
+            };
+            let report = loadgen::block_on_local(loadgen::run_steps(config, &mut emit))
+                .map_err(|e| e.to_string())?;
+            print("done", &serde_json::to_value(&report).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    signalr_bench::init_logging();
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("loadgen: {error}");
+        std::process::exit(2);
+    }
+}

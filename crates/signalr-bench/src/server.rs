@@ -1,0 +1,98 @@
+//! The benchmark hub: what the workloads invoke, on `signalr-server` with its defaults.
+//!
+//! Hub at `/hub`; every method sends `m(payload)` to its audience:
+//!
+//! | method | audience |
+//! |---|---|
+//! | `Broadcast(payload)` | all connections (the sender too, as Socket.IO's `io.emit`) |
+//! | `SendToGroup(group, payload)` | the group's members |
+//! | `JoinGroup(group)` / `LeaveGroup(group)` | membership of the caller |
+//! | `SendToUser(user, payload)` | the user's connections (user = `user` query parameter) |
+//! | `SendToConnection(id, payload)` | one connection |
+//!
+//! The payload is taken as a `String` and serialized again, as an application would write it.
+//! `GET /stats` answers `{"connections":N}` from the lifetime manager, so a run can count
+//! connections at the server as well as at the client.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use signalr_server::{Clients, Context, Groups, Hub, HubError, MemoryLifetimeManager};
+
+/// Settings of the benchmark hub.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Bytes queued per connection before it is closed as a slow consumer.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_buffered_bytes: signalr_server::TransportOptions::default().max_buffered_bytes,
+        }
+    }
+}
+
+async fn broadcast(clients: Clients, payload: String) -> Result<(), HubError> {
+    clients.all().send("m", (payload,)).await
+}
+
+async fn send_to_group(clients: Clients, group: String, payload: String) -> Result<(), HubError> {
+    clients.group(group).send("m", (payload,)).await
+}
+
+async fn join_group(groups: Groups, ctx: Context, group: String) -> Result<(), HubError> {
+    groups.add(ctx.connection_id(), &group).await
+}
+
+async fn leave_group(groups: Groups, ctx: Context, group: String) -> Result<(), HubError> {
+    groups.remove(ctx.connection_id(), &group).await
+}
+
+async fn send_to_user(clients: Clients, user: String, payload: String) -> Result<(), HubError> {
+    clients.user(user).send("m", (payload,)).await
+}
+
+async fn send_to_connection(
+    clients: Clients,
+    connection_id: String,
+    payload: String,
+) -> Result<(), HubError> {
+    clients.client(connection_id).send("m", (payload,)).await
+}
+
+fn user_from_query(request: &http::request::Parts) -> Option<String> {
+    let query = request.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "user")
+        .map(|(_, value)| value.into_owned())
+        .filter(|user| !user.is_empty())
+}
+
+/// The benchmark hub with an in-memory lifetime manager, mounted at `/hub`, plus `/stats`.
+pub fn app(config: &ServerConfig) -> Router {
+    let manager = Arc::new(MemoryLifetimeManager::new());
+    let hub = Hub::builder()
+        .method("Broadcast", broadcast)
+        .method("SendToGroup", send_to_group)
+        .method("JoinGroup", join_group)
+        .method("LeaveGroup", leave_group)
+        .method("SendToUser", send_to_user)
+        .method("SendToConnection", send_to_connection)
+        .user_id_provider(user_from_query)
+        .lifetime_manager(manager.clone())
+        .configure_transports(|t| t.max_buffered_bytes = config.max_buffered_bytes)
+        .build();
+    let stats = get(move || {
+        let manager = manager.clone();
+        async move {
+            let body = format!("{{\"connections\":{}}}", manager.connection_count());
+            ([(http::header::CONTENT_TYPE, "application/json")], body)
+        }
+    });
+    Router::new()
+        .merge(hub.router("/hub"))
+        .route("/stats", stats)
+}

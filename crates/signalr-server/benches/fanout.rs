@@ -1,0 +1,82 @@
+//! Fan-out cost without sockets: one message to `Clients.All` with N in-memory connections
+//! (N = 100, 1,000, 10,000) through the `MemoryLifetimeManager`, half JSON, half MessagePack.
+//!
+//! `serialize+send` includes encoding the invocation once per protocol, as `ClientProxy::send`
+//! does; `send` is the lifetime manager's delivery alone (queueing shared bytes in every
+//! outbox). Queues are emptied outside the timed section. Reported per delivery, so the three
+//! sizes are directly comparable (flat means O(1) per connection, as it should be).
+
+// criterion_group! expands to an undocumented public function.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use signalr_server::protocol::Protocol;
+use signalr_server::testing::TestClient;
+use signalr_server::{Audience, MemoryLifetimeManager, SerializedMessage};
+
+fn clients(manager: &MemoryLifetimeManager, n: usize) -> Vec<TestClient> {
+    (0..n)
+        .map(|i| {
+            let protocol = if i % 2 == 0 {
+                Protocol::Json
+            } else {
+                Protocol::MessagePack
+            };
+            let client = TestClient::with_buffer(&format!("c{i}"), None, protocol, 64 << 20);
+            manager.add_connection(client.connection());
+            client
+        })
+        .collect()
+}
+
+const PAYLOAD: &str = "@1,1700000000000000;xxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+fn bench_fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout_all");
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    for n in [100usize, 1_000, 10_000] {
+        let manager = MemoryLifetimeManager::new();
+        let mut clients = clients(&manager, n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("send", n), |b| {
+            let message =
+                SerializedMessage::invocation("m", &(PAYLOAD,), &Protocol::ALL).expect("encode");
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    black_box(manager.send_local(&Audience::All, &message));
+                    timed += start.elapsed();
+                    for client in &mut clients {
+                        client.discard_queued();
+                    }
+                }
+                timed
+            });
+        });
+        group.bench_function(BenchmarkId::new("serialize+send", n), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let message = SerializedMessage::invocation("m", &(PAYLOAD,), &Protocol::ALL)
+                        .expect("encode");
+                    black_box(manager.send_local(&Audience::All, &message));
+                    timed += start.elapsed();
+                    for client in &mut clients {
+                        client.discard_queued();
+                    }
+                }
+                timed
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_fanout);
+criterion_main!(benches);
