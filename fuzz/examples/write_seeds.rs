@@ -33,6 +33,14 @@ fn main() -> std::io::Result<()> {
             batch.extend_from_slice(&case.bytes);
         }
         fs::write(dir.join("all-in-one-buffer"), &batch)?;
+        // Values nested right up to the depth limit (128 levels for the whole message), and
+        // one level past it, where the parsers and the transcoders must agree.
+        for (name, levels) in [("deepest-item", 127), ("too-deep-item", 128)] {
+            fs::write(dir.join(name), deep_value(protocol, false, levels))?;
+        }
+        for (name, levels) in [("deepest-argument", 126), ("too-deep-argument", 127)] {
+            fs::write(dir.join(name), deep_value(protocol, true, levels))?;
+        }
 
         // framing: [limit selector, 3 chunk lengths] + the batch; one run per protocol, fed
         // whole-ish, byte by byte, and in uneven pieces.
@@ -187,6 +195,48 @@ fn main() -> std::io::Result<()> {
         fs::write(dir.join(name), bytes)?;
     }
     Ok(())
+}
+
+/// A StreamItem whose item, or an Invocation whose one argument, is `levels` arrays nested
+/// in each other (the message is one more level, the argument array another).
+fn deep_value(protocol: Protocol, argument: bool, levels: usize) -> Vec<u8> {
+    match protocol {
+        Protocol::Json => {
+            let mut text = if argument {
+                b"{\"type\":1,\"target\":\"T\",\"arguments\":[".to_vec()
+            } else {
+                b"{\"type\":2,\"invocationId\":\"1\",\"item\":".to_vec()
+            };
+            text.extend(std::iter::repeat_n(b'[', levels));
+            text.extend(std::iter::repeat_n(b']', levels));
+            if argument {
+                text.push(b']');
+            }
+            text.extend_from_slice(b"}\x1e");
+            text
+        }
+        Protocol::MessagePack => {
+            let mut body = if argument {
+                vec![0x96, 0x01, 0x80, 0xc0, 0xa1, b'T', 0x91]
+            } else {
+                vec![0x94, 0x02, 0x80, 0xa1, b'1']
+            };
+            body.extend(std::iter::repeat_n(0x91, levels - 1));
+            body.push(0x90);
+            if argument {
+                body.push(0x90);
+            }
+            let mut frame = Vec::new();
+            let mut len = body.len();
+            while len >= 0x80 {
+                frame.push((len as u8 & 0x7f) | 0x80);
+                len >>= 7;
+            }
+            frame.push(len as u8);
+            frame.extend_from_slice(&body);
+            frame
+        }
+    }
 }
 
 /// Creates `dir` anew, empty.
