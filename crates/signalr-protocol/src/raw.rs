@@ -536,6 +536,28 @@ mod tests {
     }
 
     #[test]
+    fn json_floats_transcode_to_the_nearest_double() {
+        // Found by fuzzing: serde_json's default float parser is not correctly rounded, so
+        // this number reached MessagePack clients 1 ULP away from the value every other
+        // parser (and .NET) reads, and did not survive JSON -> MessagePack -> JSON.
+        for text in [
+            "3.333333333333333e+117",
+            "2.2250738585072014e-308",
+            "0.1",
+            "1e23",
+        ] {
+            let expected: f64 = text.parse().expect("a float");
+            let json =
+                RawValue::from_encoded(Protocol::Json, Bytes::copy_from_slice(text.as_bytes()));
+            assert_eq!(json.decode::<f64>(), Ok(expected), "{text}");
+            let mp = json.to_protocol(Protocol::MessagePack).expect("to msgpack");
+            assert_eq!(mp.decode::<f64>(), Ok(expected), "{text}");
+            let back = mp.to_protocol(Protocol::Json).expect("to json");
+            assert_eq!(back.decode::<f64>(), Ok(expected), "{text}");
+        }
+    }
+
+    #[test]
     fn base64_and_dates() {
         let mut out = Vec::new();
         for (input, expected) in [
