@@ -189,7 +189,10 @@ fn msgpack_to_json(mut bytes: &[u8]) -> Result<Vec<u8>, EncodeError> {
             msgpack::error_detail(err)
         ))
     })?;
-    let value = rmpv::decode::read_value_with_max_depth(&mut bytes, MAX_DEPTH)
+    // `validate_value` bounded the nesting to MAX_DEPTH; rmpv spends two units of its budget
+    // per array or map level (and up to three on an extension leaf), so giving it MAX_DEPTH
+    // would refuse values nested more than about 62 levels that the parsers accept.
+    let value = rmpv::decode::read_value_with_max_depth(&mut bytes, 2 * MAX_DEPTH + 2)
         .map_err(|err| EncodeError::new(format!("invalid MessagePack value: {err}")))?;
     let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
     write_json(&value, &mut out)?;
@@ -504,6 +507,54 @@ mod tests {
         assert!(bad.to_protocol(Protocol::Json).is_err());
         let bad = RawValue::from_encoded(Protocol::Json, Bytes::from_static(b"[1,"));
         assert!(bad.to_protocol(Protocol::MessagePack).is_err());
+    }
+
+    #[test]
+    fn transcoding_accepts_every_depth_the_validator_accepts() {
+        // Found by the fuzz targets' transcoding check: from about 62 levels up, MessagePack ->
+        // JSON failed with "depth limit exceeded", although the parsers accept values nested up
+        // to MAX_DEPTH and JSON -> MessagePack worked.
+        for levels in [63, 64, 100, MAX_DEPTH - 1] {
+            // `levels` arrays around a timestamp (the leaf rmpv spends the most budget on).
+            let mut bytes = vec![0x91; levels];
+            bytes.extend_from_slice(&[0xd6, 0xff, 0, 0, 0, 0]);
+            let raw = RawValue::from_encoded(Protocol::MessagePack, Bytes::from(bytes));
+            let json = raw
+                .to_protocol(Protocol::Json)
+                .unwrap_or_else(|err| panic!("{levels} levels: {err}"));
+            let mut expected = "[".repeat(levels);
+            expected.push_str("\"1970-01-01T00:00:00Z\"");
+            expected.push_str(&"]".repeat(levels));
+            assert_eq!(std::str::from_utf8(json.as_bytes()), Ok(expected.as_str()));
+            assert!(json.to_protocol(Protocol::MessagePack).is_ok(), "{levels}");
+        }
+        // Past the limit it is still refused, by the validator.
+        let mut bytes = vec![0x91; MAX_DEPTH];
+        bytes.push(0xc0);
+        let raw = RawValue::from_encoded(Protocol::MessagePack, Bytes::from(bytes));
+        assert!(raw.to_protocol(Protocol::Json).is_err());
+    }
+
+    #[test]
+    fn json_floats_transcode_to_the_nearest_double() {
+        // Found by fuzzing: serde_json's default float parser is not correctly rounded, so
+        // this number reached MessagePack clients 1 ULP away from the value every other
+        // parser (and .NET) reads, and did not survive JSON -> MessagePack -> JSON.
+        for text in [
+            "3.333333333333333e+117",
+            "2.2250738585072014e-308",
+            "0.1",
+            "1e23",
+        ] {
+            let expected: f64 = text.parse().expect("a float");
+            let json =
+                RawValue::from_encoded(Protocol::Json, Bytes::copy_from_slice(text.as_bytes()));
+            assert_eq!(json.decode::<f64>(), Ok(expected), "{text}");
+            let mp = json.to_protocol(Protocol::MessagePack).expect("to msgpack");
+            assert_eq!(mp.decode::<f64>(), Ok(expected), "{text}");
+            let back = mp.to_protocol(Protocol::Json).expect("to json");
+            assert_eq!(back.decode::<f64>(), Ok(expected), "{text}");
+        }
     }
 
     #[test]

@@ -1,0 +1,8 @@
+#![no_main]
+
+use signalr_fuzz as _;
+
+#[path = "../../crates/signalr-protocol/tests/fuzz_checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::framing(data));
