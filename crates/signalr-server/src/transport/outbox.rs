@@ -61,6 +61,21 @@ pub enum Batch {
     Closed,
 }
 
+/// What [`Outbox::next_write`] found: one transport write's worth of bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Bytes to write: a single queued frame as it is (no copy), or several concatenated;
+    /// `frames` is how many hub messages they hold.
+    Bytes {
+        /// The bytes.
+        data: Bytes,
+        /// Hub messages in them.
+        frames: usize,
+    },
+    /// The outbox is closed and empty: the writer should end the transport.
+    Closed,
+}
+
 /// A byte-bounded, multi-producer, single-consumer queue of outbound frames.
 #[derive(Debug)]
 pub struct Outbox {
@@ -368,6 +383,55 @@ impl Outbox {
         }
     }
 
+    /// Like [`Outbox::next_batch`], but hands over a lone queued frame as it is: a broadcast
+    /// frame shared by every connection is written without being copied, and no buffer is
+    /// allocated for it. Several queued frames are concatenated in `scratch`.
+    pub async fn next_write(&self, scratch: &mut BytesMut, max_bytes: usize) -> Write {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(write) = self.try_next_write(scratch, max_bytes) {
+                return write;
+            }
+            notified.await;
+        }
+    }
+
+    /// [`Outbox::next_write`] without waiting.
+    pub fn try_next_write(&self, scratch: &mut BytesMut, max_bytes: usize) -> Option<Write> {
+        {
+            let mut state = self.lock();
+            // Replay keeps its own bookkeeping of what is written: that takes the general path.
+            let lone = state.replay.is_none()
+                && match (state.frames.front(), state.frames.get(1)) {
+                    (Some(_), None) => true,
+                    (Some(first), Some(second)) => {
+                        first.bytes.len() + second.bytes.len() > max_bytes
+                    }
+                    (None, _) => false,
+                };
+            if lone && let Some(frame) = state.frames.pop_front() {
+                state.bytes -= frame.bytes.len();
+                let more = !state.frames.is_empty();
+                drop(state);
+                if more {
+                    self.notify.notify_one();
+                }
+                self.drained.notify_waiters();
+                return Some(Write::Bytes {
+                    data: frame.bytes,
+                    frames: 1,
+                });
+            }
+        }
+        match self.take(scratch, max_bytes)? {
+            (Batch::Frames, frames) => Some(Write::Bytes {
+                data: scratch.split().freeze(),
+                frames,
+            }),
+            (Batch::Closed, _) => Some(Write::Closed),
+        }
+    }
+
     /// [`Outbox::next_batch`] without waiting: `None` when nothing is queued and the outbox is
     /// still open.
     pub fn try_next_batch(&self, out: &mut BytesMut, max_bytes: usize) -> Option<Batch> {
@@ -567,6 +631,33 @@ mod tests {
         assert_eq!(drain(&outbox), "");
         outbox.ack(1);
         assert_eq!(drain(&outbox), "bbb");
+    }
+
+    #[test]
+    fn a_lone_frame_is_written_without_a_copy() {
+        let outbox = Outbox::new(1024);
+        let shared = frame("broadcast");
+        outbox.push(shared.clone()).unwrap();
+        let mut scratch = BytesMut::new();
+        match outbox.try_next_write(&mut scratch, 1024) {
+            Some(Write::Bytes { data, frames: 1 }) => assert_eq!(data.as_ptr(), shared.as_ptr()),
+            other => panic!("{other:?}"),
+        }
+        outbox.push(frame("a")).unwrap();
+        outbox.push(frame("b")).unwrap();
+        assert_eq!(
+            outbox.try_next_write(&mut scratch, 1024),
+            Some(Write::Bytes {
+                data: frame("ab"),
+                frames: 2
+            })
+        );
+        assert_eq!(outbox.try_next_write(&mut scratch, 1024), None);
+        outbox.close();
+        assert_eq!(
+            outbox.try_next_write(&mut scratch, 1024),
+            Some(Write::Closed)
+        );
     }
 
     #[tokio::test]

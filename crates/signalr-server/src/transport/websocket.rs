@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::admission::Ticket;
 use super::connections::{InboundSender, new_id};
 use super::endpoint::{ApplicationStart, Endpoint, Refusal, query_param};
-use super::{Batch, INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportError, TransportType};
+use super::{INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportError, TransportType, Write};
 use crate::auth::Identity;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -185,9 +185,8 @@ async fn run(
         tokio::select! {
             biased;
             () = let_go.cancelled() => break Ended::TakenOver,
-            next = outbox.next_counted_batch(&mut batch, options.max_write_batch_bytes) => match next {
-                (Batch::Frames, frames) => {
-                    let data = batch.split().freeze();
+            next = outbox.next_write(&mut batch, options.max_write_batch_bytes) => match next {
+                Write::Bytes { data, frames } => {
                     metrics.sent(TransportType::WebSockets, data.len(), frames);
                     let message = if outbox.is_binary() {
                         Message::Binary(data)
@@ -204,7 +203,7 @@ async fn run(
                         break Ended::Dropped;
                     }
                 }
-                (Batch::Closed, _) => break Ended::ClosedByServer,
+                Write::Closed => break Ended::ClosedByServer,
             },
             permit = inbound.reserve(), if pending.is_some() => match permit {
                 Ok(permit) => {
