@@ -34,7 +34,9 @@ use crate::hub::handler::MethodOutput;
 use crate::hub::stream::{ItemStream, UploadItem, UploadReceiver};
 use crate::hub::telemetry::HandshakeFailure::{self, Malformed, Timeout, Unsupported};
 use crate::hub::{Context, HubCore, HubInner, Method, MethodKind};
-use crate::transport::{ConnectionApp, Inbound, TransportConnection, TransportType};
+use crate::transport::{
+    ConnectionApp, Inbound, InboundReceiver, TransportConnection, TransportType,
+};
 
 /// Invocations waiting for a free slot before the connection stops reading.
 const MAX_QUEUED_INVOCATIONS: usize = 32;
@@ -236,7 +238,7 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
 
 /// Read until a complete handshake request. `Err(None)`: the transport went away first.
 async fn read_handshake(
-    inbound: &mut mpsc::Receiver<Inbound>,
+    inbound: &mut InboundReceiver,
     buf: &mut BytesMut,
     max_size: usize,
 ) -> Result<HandshakeRequest, Option<String>> {
@@ -431,7 +433,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
 
     async fn run(
         &mut self,
-        inbound: &mut mpsc::Receiver<Inbound>,
+        inbound: &mut InboundReceiver,
         mut buf: BytesMut,
         transport_type: TransportType,
         shutdown: &tokio_util::sync::CancellationToken,

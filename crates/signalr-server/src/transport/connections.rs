@@ -36,11 +36,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rand::RngCore;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::Ticket;
-use super::{INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportType};
+use super::{INBOUND_CHANNEL_CAPACITY, Outbox, TransportType};
 
 /// A new random id: 16 random bytes, base64url without padding (22 characters), URL-safe as
 /// the clients need (they put tokens in URLs without encoding them).
@@ -50,10 +49,10 @@ pub(crate) fn new_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Where transport requests feed what the client sends.
-pub(crate) type InboundSender = mpsc::Sender<Inbound>;
 /// The application's end of the inbound channel.
-pub(crate) type InboundReceiver = mpsc::Receiver<Inbound>;
+pub(crate) use super::inbound::InboundReceiver;
+/// Where transport requests feed what the client sends.
+pub(crate) use super::inbound::InboundSender;
 
 /// Why a token could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +140,7 @@ impl Entry {
         stateful: bool,
         ticket: Option<Ticket>,
     ) -> Entry {
-        let (inbound, application) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
+        let (inbound, application) = super::inbound::channel(INBOUND_CHANNEL_CAPACITY);
         Entry {
             token,
             connection_id,

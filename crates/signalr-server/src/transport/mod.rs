@@ -24,6 +24,7 @@ pub(crate) mod admission;
 pub(crate) mod connections;
 pub(crate) mod cors;
 pub(crate) mod endpoint;
+mod inbound;
 pub(crate) mod lifecycle;
 pub(crate) mod long_polling;
 pub(crate) mod negotiate;
@@ -37,11 +38,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthOptions, Identity};
 pub use cors::{AllowedOrigins, CorsOptions};
+pub use inbound::InboundReceiver;
 pub use outbox::{Batch, Outbox, PushError, SequenceEncoder, Write};
 pub use signalr_protocol::{TransferFormat, TransportType};
 
@@ -89,7 +90,7 @@ pub struct TransportConnection {
     /// Which transport carries the connection.
     pub transport: TransportType,
     /// What the client sends, in arrival order. Ends when the connection is gone.
-    pub inbound: mpsc::Receiver<Inbound>,
+    pub inbound: InboundReceiver,
     /// The client negotiated stateful reconnect: the connection may outlive a WebSocket if
     /// the application turns replay on (`Outbox::enable_replay`) at the handshake.
     pub stateful: bool,

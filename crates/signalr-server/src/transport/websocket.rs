@@ -16,11 +16,11 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 
 use super::admission::Ticket;
-use super::connections::{InboundSender, new_id};
+use super::connections::new_id;
 use super::endpoint::{ApplicationStart, Endpoint, Refusal, query_param};
+use super::inbound::{self, InboundSender};
 use super::{INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportError, TransportType, Write};
 use crate::auth::Identity;
 use tokio_util::sync::CancellationToken;
@@ -68,7 +68,7 @@ pub(crate) fn accept(
                 .admission
                 .connection()
                 .map_err(|(limit, max)| Refusal::Limit(limit, max))?;
-            let (inbound, application) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
+            let (inbound, application) = inbound::channel(INBOUND_CHANNEL_CAPACITY);
             let outbox = Arc::new(Outbox::new(endpoint.options.max_buffered_bytes));
             (
                 new_id().into(),
