@@ -159,15 +159,7 @@ async fn run<S: Send + Sync + 'static>(hub: Arc<HubInner<S>>, transport: Transpo
     if outbox.push_untracked(response.freeze()).is_err() {
         return;
     }
-    if let Ok(frame) = close_frame(
-        protocol,
-        Some(
-            "Connection closed with an error. The client did not read messages fast enough: its outbound buffer is full.",
-        ),
-        true,
-    ) {
-        outbox.set_overflow_frame(frame);
-    }
+    outbox.set_overflow_frame(overflow_frame(protocol));
 
     // The hub's provider wins; else the authenticated identity's user id.
     let user_id = match &hub.core.user_id_provider {
@@ -275,6 +267,28 @@ fn refuse_handshake<S>(
     outbox.close_with(Some(response.freeze()));
 }
 
+/// The Close message a slow consumer gets, encoded once per protocol and shared by every
+/// connection (a copy per connection would cost every idle connection its bytes).
+fn overflow_frame(protocol: Protocol) -> Bytes {
+    static FRAMES: [std::sync::OnceLock<Bytes>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let slot = match protocol {
+        Protocol::Json => &FRAMES[0],
+        Protocol::MessagePack => &FRAMES[1],
+    };
+    slot.get_or_init(|| {
+        close_frame(
+            protocol,
+            Some(
+                "Connection closed with an error. The client did not read messages fast enough: its outbound buffer is full.",
+            ),
+            true,
+        )
+        .unwrap_or_default()
+    })
+    .clone()
+}
+
 fn close_frame(
     protocol: Protocol,
     error: Option<&str>,
@@ -379,18 +393,27 @@ struct Pending {
     streaming: bool,
 }
 
+/// What a finished task of the connection was.
+enum Done {
+    /// A hub method.
+    Method,
+    /// A server-to-client stream, with its invocation id.
+    Stream(String),
+}
+
 /// The message loop of one connection.
 struct Dispatcher<'a, S> {
     hub: &'a Arc<HubInner<S>>,
     connection: &'a Arc<HubConnection>,
     /// Invocations that arrived while all slots were busy, in order.
     queued: VecDeque<Pending>,
-    /// Running hub methods (they count against `max_parallel_invocations`). Each writes its
-    /// own Completion when done.
-    running: FuturesUnordered<BoxFuture<'static, ()>>,
-    /// Running server-to-client streams (they do not count); each yields its invocation id
-    /// when it ends.
-    streams: FuturesUnordered<BoxFuture<'static, String>>,
+    /// Running hub methods and server-to-client streams, polled by this task. Each writes
+    /// its own Completion when done. One set for both, because each set costs every
+    /// connection an allocation up front.
+    tasks: FuturesUnordered<BoxFuture<'static, Done>>,
+    /// How many of `tasks` are methods: they count against `max_parallel_invocations`
+    /// (streams do not).
+    methods_running: usize,
     /// Cancellation of the running streams, by invocation id.
     stream_tokens: HashMap<String, CancellationToken>,
     /// Upload streams the client is sending, by stream id.
@@ -423,8 +446,8 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             hub,
             connection,
             queued: VecDeque::new(),
-            running: FuturesUnordered::new(),
-            streams: FuturesUnordered::new(),
+            tasks: FuturesUnordered::new(),
+            methods_running: 0,
             stream_tokens: HashMap::new(),
             uploads: HashMap::new(),
             blocked_upload: None,
@@ -453,8 +476,11 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         tokio::pin!(client_timeout);
         // Stateful reconnect: acknowledge what was received about once a second, as the
         // .NET server does.
-        let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
-        ack_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ack_timer = self.sequence.is_some().then(|| {
+            let mut timer = tokio::time::interval(Duration::from_secs(1));
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            timer
+        });
         // Armed by the client's first Ping, as in ASP.NET Core (old clients never ping).
         let mut timeout_armed = false;
 
@@ -481,10 +507,12 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                         allow_reconnect: true,
                     };
                 }
-                Some(()) = self.running.next(), if !self.running.is_empty() => {}
-                Some(id) = self.streams.next(), if !self.streams.is_empty() => {
-                    self.stream_tokens.remove(&id);
-                }
+                Some(done) = self.tasks.next(), if !self.tasks.is_empty() => match done {
+                    Done::Method => self.methods_running -= 1,
+                    Done::Stream(id) => {
+                        self.stream_tokens.remove(&id);
+                    }
+                },
                 permit = reserve(&self.blocked_upload), if self.blocked_upload.is_some() => {
                     let blocked = self.blocked_upload.take();
                     match (permit, blocked) {
@@ -536,7 +564,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                 _ = keep_alive.tick(), if pings => {
                     let _ = self.connection.send_untracked_frame(protocol.ping_frame());
                 }
-                _ = ack_timer.tick(), if self.sequence.is_some() => self.send_ack(protocol),
+                () = tick(&mut ack_timer), if ack_timer.is_some() => self.send_ack(protocol),
                 () = &mut client_timeout, if timeout_armed && pings => {
                     return Ending::Error {
                         message: format!(
@@ -678,7 +706,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
     fn start_queued(&mut self) {
         let max_parallel = self.hub.core.options.max_parallel_invocations;
         while let Some(front) = self.queued.front() {
-            if !front.streaming && self.running.len() >= max_parallel {
+            if !front.streaming && self.methods_running >= max_parallel {
                 break;
             }
             if let Some(pending) = self.queued.pop_front() {
@@ -826,21 +854,28 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         let detailed = self.hub.core.options.detailed_errors;
         match &method.kind {
             MethodKind::Invoke(handler) => match handler.call(parts) {
-                Ok(future) => self.running.push(Box::pin(run_method(
-                    future,
-                    self.hub.core.clone(),
-                    connection,
-                    name,
-                    invocation_id,
-                    detailed,
-                ))),
+                Ok(future) => {
+                    self.methods_running += 1;
+                    let method = run_method(
+                        future,
+                        self.hub.core.clone(),
+                        connection,
+                        name,
+                        invocation_id,
+                        detailed,
+                    );
+                    self.tasks.push(Box::pin(async move {
+                        method.await;
+                        Done::Method
+                    }));
+                }
                 Err(rejection) => fail(self, bind_error(rejection.reason())),
             },
             MethodKind::Stream(handler) => match handler.call(parts) {
                 Ok(future) => {
                     let id = invocation_id.unwrap_or_default();
                     self.stream_tokens.insert(id.clone(), cancellation.clone());
-                    self.streams.push(Box::pin(run_stream(
+                    let stream = run_stream(
                         future,
                         self.hub.core.clone(),
                         connection,
@@ -848,11 +883,23 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                         id,
                         cancellation,
                         detailed,
-                    )));
+                    );
+                    self.tasks
+                        .push(Box::pin(async move { Done::Stream(stream.await) }));
                 }
                 Err(rejection) => fail(self, bind_error(rejection.reason())),
             },
         }
+    }
+}
+
+/// The next tick of an optional timer (never, without one).
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -526,8 +526,18 @@ pub(crate) fn request_head(parts: http::request::Parts) -> http::request::Parts 
     // WebSocket connection).
     *request.uri_mut() = http::Uri::try_from(parts.uri.to_string()).unwrap_or(parts.uri);
     *request.version_mut() = parts.version;
-    let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
+    // The WebSocket handshake's own headers mean nothing once the connection is up.
+    const HANDSHAKE: [&str; 5] = [
+        "connection",
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+    ];
+    let kept = |name: &http::HeaderName| !HANDSHAKE.contains(&name.as_str());
+    let count = parts.headers.keys().filter(|name| kept(name)).count();
+    let mut headers = http::HeaderMap::with_capacity(count);
+    for (name, value) in parts.headers.iter().filter(|(name, _)| kept(name)) {
         // Custom header names are slices of the buffer too; standard ones are constants.
         let name = http::HeaderName::from_bytes(name.as_str().as_bytes());
         if let (Ok(name), Ok(value)) = (name, http::HeaderValue::from_bytes(value.as_bytes())) {

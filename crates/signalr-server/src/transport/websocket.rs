@@ -94,6 +94,23 @@ pub(crate) fn accept(
         connection_id = %connection_id,
         transport = TransportType::WebSockets.name(),
     );
+    // The application starts now rather than in the socket's task, so the task does not
+    // carry the request and identity for the connection's whole life (measured: every byte
+    // of a task is paid by every idle connection). If the upgrade fails, the inbound queue's
+    // sender goes with it and the application ends.
+    let resume = application.is_none() && outbox.replay_enabled();
+    if let Some(application) = application {
+        endpoint.start_application(ApplicationStart {
+            connection_id: connection_id.clone(),
+            request: parts,
+            transport: TransportType::WebSockets,
+            inbound: application,
+            outbox: outbox.clone(),
+            identity,
+            stateful,
+            ticket,
+        });
+    }
     let failed_endpoint = endpoint.clone();
     let failed_token = token.clone();
     Ok(upgrade
@@ -108,20 +125,9 @@ pub(crate) fn accept(
                 failed_endpoint.connections.dispose(&token);
             }
         })
-        .on_upgrade(move |ws| {
+        .on_upgrade(move |mut ws| {
             async move {
-                if let Some(application) = application {
-                    endpoint.start_application(ApplicationStart {
-                        connection_id,
-                        request: parts,
-                        transport: TransportType::WebSockets,
-                        inbound: application,
-                        outbox: outbox.clone(),
-                        identity,
-                        stateful,
-                        ticket,
-                    });
-                } else if outbox.replay_enabled() {
+                if resume {
                     // A stateful reconnect: the application drops what the old socket cut off
                     // and waits for the client's Sequence; the outbox replays what the client
                     // has not acknowledged.
@@ -134,7 +140,7 @@ pub(crate) fn accept(
                     .as_ref()
                     .map(|(_, _, let_go)| let_go.clone())
                     .unwrap_or_default();
-                let ended = run(&endpoint, ws, inbound, &outbox, &let_go).await;
+                let ended = run(&endpoint, &mut ws, inbound, &outbox, &let_go).await;
                 match (token, socket) {
                     (Some(token), Some((entry, number, _))) => {
                         // A socket that dropped without a close keeps a replaying connection
@@ -169,7 +175,7 @@ enum Ended {
 
 async fn run(
     endpoint: &Endpoint,
-    mut socket: WebSocket,
+    socket: &mut WebSocket,
     inbound: InboundSender,
     outbox: &Outbox,
     let_go: &CancellationToken,
