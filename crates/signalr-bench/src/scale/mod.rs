@@ -133,6 +133,10 @@ pub struct ScaleReport {
     pub early: u64,
     /// Last delivery − sender stop, seconds (negative: none arrived).
     pub drain_seconds: f64,
+    /// The start, wall-clock micros.
+    pub start_micros: u64,
+    /// The last delivery, wall-clock micros (0: none).
+    pub last_delivery_micros: u64,
     /// Receivers closed during the run, by reason.
     pub closed: std::collections::BTreeMap<String, u64>,
     /// This process's CPU from the start to the end of the drain, % of one core.
@@ -337,6 +341,8 @@ pub async fn run_scale(
     } else {
         round3((last as f64 - sender.stopped_micros as f64) / 1e6)
     };
+    report.start_micros = start;
+    report.last_delivery_micros = last;
     report.closed = totals.closed.borrow().clone();
     let cpu = Pid::OurSelf.cpu_seconds().unwrap_or(0.0) - cpu_before;
     report.client_cpu_percent = round2(100.0 * cpu / wall.elapsed().as_secs_f64().max(1e-9));
