@@ -200,9 +200,13 @@ struct ScaleArgs {
     urls: Vec<String>,
     #[command(flatten)]
     conn: ConnArgs,
-    /// Where this process's sender connects (default: the first --url).
+    /// Where this process's first sender connects (default: the first --url); further senders
+    /// and the broadcaster go to the --url nodes after it, in turn.
     #[arg(long)]
     sender_url: Option<String>,
+    /// Group sender connections; the process's --group-rate is shared among them.
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
     /// Receiver connections of this process.
     #[arg(long)]
     connections: usize,
@@ -267,13 +271,21 @@ impl ScaleArgs {
             .iter()
             .map(|url| self.conn.endpoint(url))
             .collect::<Result<Vec<_>, _>>()?;
-        let sender = match &self.sender_url {
-            Some(url) => self.conn.endpoint(url)?,
-            None => nodes[0].clone(),
+        // Senders (and then the broadcaster) take the nodes in turn from --sender-url on.
+        let first = match &self.sender_url {
+            Some(url) => match self.urls.iter().position(|u| u == url) {
+                Some(at) => at,
+                None => return Err(format!("--sender-url {url}: not one of the --url nodes")),
+            },
+            None => 0,
         };
+        let node = |k: usize| nodes[(first + k) % nodes.len()].clone();
+        let senders = (0..self.senders.max(1)).map(node).collect();
+        let broadcast_from = node(self.senders.max(1));
         Ok(ScaleConfig {
+            senders,
+            broadcast_from,
             nodes,
-            sender,
             concurrency: self.conn.concurrency,
             connect_timeout: Duration::from_secs_f64(self.conn.connect_timeout),
             ping_interval: Duration::from_secs_f64(self.conn.ping_interval),

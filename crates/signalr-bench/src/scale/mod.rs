@@ -42,8 +42,11 @@ use crate::stamp;
 pub struct ScaleConfig {
     /// The nodes; global connection `i` goes to `nodes[i % len]`.
     pub nodes: Vec<Endpoint>,
-    /// Where this process's sender connects.
-    pub sender: Endpoint,
+    /// Where this process's group senders connect, one connection each (the process's rate is
+    /// shared among them).
+    pub senders: Vec<Endpoint>,
+    /// Where the broadcaster's connection goes.
+    pub broadcast_from: Endpoint,
     /// Connection attempts in flight.
     pub concurrency: usize,
     /// Bound of one connection attempt or join.
@@ -56,7 +59,7 @@ pub struct ScaleConfig {
     pub index_offset: usize,
     /// Connections per group.
     pub group_size: usize,
-    /// Group messages per second this process sends.
+    /// Group messages per second this process sends (all its senders together).
     pub group_rate: f64,
     /// How long it sends them.
     pub duration: Duration,
@@ -163,7 +166,7 @@ pub async fn run_scale(
             Some("needs nodes and an index offset that is a multiple of the group size".into());
         return report;
     }
-    let wire = config.sender.wire;
+    let wire = config.broadcast_from.wire;
     let n = config.connections;
     // Local connection i is global offset + i: rotate the nodes so i % len picks its node.
     let nodes: Vec<Endpoint> = (0..config.nodes.len())
@@ -218,37 +221,66 @@ pub async fn run_scale(
     }
     report.healthy = tallies.len();
 
-    // The sender, connected now and kept alive until the start.
-    let mut negotiator = Negotiator::default();
-    let sender_conn = client::within(
-        config.connect_timeout,
-        client::open(&config.sender, &mut negotiator, ""),
-    )
-    .await;
-    drop(negotiator);
-    let plan = Plan {
+    // The senders, connected now and kept alive until the start.
+    let total = (config.group_rate * config.duration.as_secs_f64()).round() as u64;
+    let stride = config.senders.len().max(1) as u64;
+    let group_plan = Plan {
         wire,
         groups: (0..groups)
             .map(|g| format!("g{}", first_group + g))
             .collect(),
-        group_rate: config.group_rate,
+        total,
+        first: 0,
+        stride,
+        group_rate: config.group_rate / stride as f64,
         duration: config.duration,
-        broadcasts: if config.broadcaster {
-            config.broadcasts
-        } else {
-            0
-        },
+        broadcasts: 0,
         broadcast_interval: config.broadcast_interval,
         payload_len: config.payload_len,
         ping_interval: config.ping_interval,
     };
-    let (go, go_rx) = oneshot::channel();
-    let (done_tx, done_rx) = oneshot::channel();
-    match sender_conn {
-        Ok(conn) => {
-            tokio::task::spawn_local(traffic::run(conn.ws, plan, go_rx, done_tx));
+    let mut plans: Vec<(&Endpoint, Plan)> = (0..stride)
+        .zip(&config.senders)
+        .map(|(first, endpoint)| {
+            let plan = Plan {
+                first,
+                ..group_plan.clone()
+            };
+            (endpoint, plan)
+        })
+        .collect();
+    if config.broadcaster {
+        let plan = Plan {
+            groups: Vec::new(),
+            total: 0,
+            group_rate: 0.0,
+            broadcasts: config.broadcasts,
+            ..group_plan.clone()
+        };
+        plans.push((&config.broadcast_from, plan));
+    }
+    let mut starts = Vec::new();
+    let mut results = Vec::new();
+    for (endpoint, plan) in plans {
+        let mut negotiator = Negotiator::default();
+        let opened = client::within(
+            config.connect_timeout,
+            client::open(endpoint, &mut negotiator, ""),
+        )
+        .await;
+        match opened {
+            Ok(conn) => {
+                let (go, go_rx) = oneshot::channel();
+                let (done, result) = oneshot::channel();
+                tokio::task::spawn_local(traffic::run(conn.ws, plan, go_rx, done));
+                starts.push(go);
+                results.push(result);
+            }
+            Err(error) => {
+                report.error = Some(format!("sender: {}: {}", error.stage, error.detail));
+                break;
+            }
         }
-        Err(error) => report.error = Some(format!("sender: {}: {}", error.stage, error.detail)),
     }
     emit(
         "ready",
@@ -278,11 +310,17 @@ pub async fn run_scale(
     report.waited_seconds = round3(waiting.elapsed().as_secs_f64());
     let cpu_before = Pid::OurSelf.cpu_seconds().unwrap_or(0.0);
     let wall = Instant::now();
-    let _ = go.send(());
-    let sender = done_rx.await.unwrap_or_else(|_| SenderReport {
-        error: Some("sender task ended without a report".into()),
-        ..SenderReport::default()
-    });
+    for go in starts {
+        let _ = go.send(());
+    }
+    let mut reports = Vec::new();
+    for result in results {
+        reports.push(result.await.unwrap_or_else(|_| SenderReport {
+            error: Some("sender task ended without a report".into()),
+            ..SenderReport::default()
+        }));
+    }
+    let sender = SenderReport::combine(reports, groups);
 
     // What is due at the receivers.
     let group_expected: u64 = sender

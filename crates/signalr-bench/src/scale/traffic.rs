@@ -1,8 +1,14 @@
-//! The sender of one scale-run process: `SendToGroup` to the process's own groups at an
+//! The senders of one scale-run process: `SendToGroup` to the process's own groups at an
 //! open-loop rate and, in the one broadcaster process, one `Broadcast` per interval.
 //!
-//! It owns one connection from before the start (kept alive with Pings while every process
-//! connects) until the process ends; after sending it keeps reading its copies of the
+//! The process's group messages are numbered `0..total`; with `stride` senders, sender `k`
+//! sends numbers `k, k + stride, ...` at `1 / stride` of the rate, so several connections
+//! share the load (a hub runs one connection's invocations one after the other, each waiting
+//! for its Redis publish: one connection alone is bound by the Redis round trip). Broadcasts
+//! go on a connection of their own, so their schedule does not depend on the group senders'.
+//!
+//! Each sender owns its connection from before the start (kept alive with Pings while every
+//! process connects) until the process ends; after sending it keeps reading its copies of the
 //! broadcasts, so the server never has to queue them.
 
 use std::time::{Duration, Instant};
@@ -25,7 +31,13 @@ pub struct Plan {
     pub wire: Wire,
     /// Names of the local groups; message `n` goes to `groups[n % len]`.
     pub groups: Vec<String>,
-    /// Group messages per second.
+    /// Group messages of the whole process, numbered `0..total`.
+    pub total: u64,
+    /// The first number this sender sends...
+    pub first: u64,
+    /// ...and the step to its next one (the number of group senders).
+    pub stride: u64,
+    /// Group messages per second of this sender.
     pub group_rate: f64,
     /// How long to send group messages.
     pub duration: Duration,
@@ -40,9 +52,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Group messages the plan sends in all.
+    /// Group messages this sender sends in all: the numbers `first + j * stride < total`.
     pub fn group_messages(&self) -> u64 {
-        (self.group_rate * self.duration.as_secs_f64()).round() as u64
+        if self.first >= self.total || self.groups.is_empty() {
+            0
+        } else {
+            (self.total - self.first - 1) / self.stride.max(1) + 1
+        }
     }
 
     /// How long sending may take at most before the sender gives up (a server that stopped
@@ -55,6 +71,8 @@ impl Plan {
 /// What the sender did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SenderReport {
+    /// Sender connections.
+    pub connections: usize,
     /// Group messages the plan asked for.
     pub group_planned: u64,
     /// Group messages sent.
@@ -85,6 +103,7 @@ pub async fn run(
 ) {
     let wire = plan.wire;
     let mut report = SenderReport {
+        connections: 1,
         group_planned: plan.group_messages(),
         per_group: vec![0; plan.groups.len()],
         ..SenderReport::default()
@@ -153,6 +172,31 @@ async fn keep_reading(
     }
 }
 
+impl SenderReport {
+    /// The reports of several senders as one: sums, the latest stop, the worst delay, the
+    /// first error.
+    pub fn combine(reports: Vec<SenderReport>, groups: usize) -> SenderReport {
+        let mut all = SenderReport {
+            per_group: vec![0; groups],
+            ..SenderReport::default()
+        };
+        for r in reports {
+            all.connections += r.connections;
+            all.group_planned += r.group_planned;
+            all.group_sent += r.group_sent;
+            for (sum, n) in all.per_group.iter_mut().zip(&r.per_group) {
+                *sum += n;
+            }
+            all.broadcasts_sent += r.broadcasts_sent;
+            all.seconds = all.seconds.max(r.seconds);
+            all.max_behind_ms = all.max_behind_ms.max(r.max_behind_ms);
+            all.stopped_micros = all.stopped_micros.max(r.stopped_micros);
+            all.error = all.error.or(r.error);
+        }
+        all
+    }
+}
+
 /// Send the plan on a 1 ms tick: every tick sends what is due by then (open loop: a late tick
 /// sends more, it does not stretch the schedule).
 async fn send(ws: &mut Socket, plan: &Plan, report: &mut SenderReport) {
@@ -175,8 +219,8 @@ async fn send(ws: &mut Socket, plan: &Plan, report: &mut SenderReport) {
                     let behind = elapsed.as_secs_f64() - due_at;
                     report.max_behind_ms = report.max_behind_ms.max(round3(behind * 1000.0));
                 }
-                while report.group_sent < due && !plan.groups.is_empty() {
-                    let n = report.group_sent;
+                while report.group_sent < due {
+                    let n = plan.first + report.group_sent * plan.stride.max(1);
                     let group = (n % groups) as usize;
                     let payload = stamp::payload(n as u32, stamp::now_micros(), plan.payload_len);
                     let frame = wire.invocation(None, "SendToGroup", &[&plan.groups[group], &payload]);
@@ -204,8 +248,7 @@ async fn send(ws: &mut Socket, plan: &Plan, report: &mut SenderReport) {
                     return;
                 }
                 report.seconds = round3(started.elapsed().as_secs_f64());
-                let groups_done = report.group_sent >= planned || plan.groups.is_empty();
-                if groups_done && report.broadcasts_sent >= plan.broadcasts {
+                if report.group_sent >= planned && report.broadcasts_sent >= plan.broadcasts {
                     return;
                 }
             }
@@ -231,9 +274,12 @@ mod tests {
 
     #[test]
     fn plan_counts_and_limit() {
-        let plan = Plan {
+        let mut plan = Plan {
             wire: Wire::SignalR(signalr_protocol::Protocol::Json),
             groups: vec!["g0".into(), "g1".into()],
+            total: 100_002,
+            first: 0,
+            stride: 1,
             group_rate: 1666.7,
             duration: Duration::from_secs(60),
             broadcasts: 60,
@@ -243,5 +289,46 @@ mod tests {
         };
         assert_eq!(plan.group_messages(), 100_002);
         assert_eq!(plan.limit(), Duration::from_secs(120));
+        // Three senders share 0..10: 0 3 6 9 / 1 4 7 / 2 5 8.
+        plan.total = 10;
+        plan.stride = 3;
+        let counts: Vec<u64> = (0..3)
+            .map(|first| {
+                Plan {
+                    first,
+                    ..plan.clone()
+                }
+                .group_messages()
+            })
+            .collect();
+        assert_eq!(counts, [4, 3, 3]);
+        plan.groups.clear();
+        assert_eq!(plan.group_messages(), 0);
+    }
+
+    #[test]
+    fn reports_combine() {
+        let a = SenderReport {
+            connections: 1,
+            group_sent: 4,
+            per_group: vec![2, 2],
+            max_behind_ms: 3.0,
+            ..SenderReport::default()
+        };
+        let b = SenderReport {
+            connections: 1,
+            group_sent: 3,
+            per_group: vec![1, 2],
+            broadcasts_sent: 5,
+            error: Some("x".into()),
+            ..SenderReport::default()
+        };
+        let all = SenderReport::combine(vec![a, b], 2);
+        assert_eq!(
+            (all.connections, all.group_sent, all.broadcasts_sent),
+            (2, 7, 5)
+        );
+        assert_eq!(all.per_group, [3, 4]);
+        assert_eq!((all.max_behind_ms, all.error.as_deref()), (3.0, Some("x")));
     }
 }
