@@ -449,6 +449,8 @@ pub async fn scaleout_group_members_on_every_node(factory: &impl ManagerFactory)
         .send(&Audience::Group("everywhere".into()), &message("hello"))
         .await
         .unwrap();
+    // After a flush, what node 1 sent comes before anything sent later from any node.
+    nodes.managers[1].flush().await;
     nodes.managers[2]
         .send(
             &Audience::Groups(vec!["everywhere".into()]),
