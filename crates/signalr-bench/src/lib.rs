@@ -13,6 +13,7 @@ pub mod client;
 pub mod loadgen;
 pub mod procstat;
 pub mod raw;
+pub mod scale;
 pub mod server;
 pub mod stamp;
 pub mod wire;

@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::{self, Conn, ConnectError, Endpoint, Negotiator, Socket};
 use crate::procstat::{self, Pid};
 use crate::stamp;
-use crate::wire::Wire;
+use crate::wire::{Scan, Wire};
 
 /// Run `future` on a current-thread runtime inside a `LocalSet`, as the load generator needs.
 pub fn block_on_local<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
@@ -162,7 +162,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(histogram: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Latency {
         let ms = |micros: u64| (micros as f64 / 1000.0 * 1000.0).round() / 1000.0;
         if histogram.is_empty() {
             return Latency::default();
@@ -335,14 +335,14 @@ impl Shared {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 µs to 10 min, 3 significant digits; values above saturate.
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
 }
 
 /// Open `count` connections, at most `concurrency` in flight; connection `i` goes to
 /// `endpoints[i % len]` with `query(i)` appended to its URLs.
-async fn connect_many(
+pub(crate) async fn connect_many(
     endpoints: &[Endpoint],
     count: usize,
     concurrency: usize,
@@ -350,18 +350,22 @@ async fn connect_many(
     query: impl Fn(usize) -> String,
 ) -> (Vec<Option<Conn>>, ConnectReport) {
     let started = Instant::now();
-    let pool: RefCell<Vec<Negotiator>> = RefCell::new(Vec::new());
+    // Kept-alive negotiate connections, one pool per server: a negotiator moved to another
+    // server would reconnect, and every closed one leaves a port of the source address in
+    // TIME_WAIT (16 k connections over 6 servers would run out of ports).
+    let pools: Vec<RefCell<Vec<Negotiator>>> =
+        endpoints.iter().map(|_| RefCell::new(Vec::new())).collect();
     let mut report = ConnectReport {
         requested: count,
         ..ConnectReport::default()
     };
     let mut conns: Vec<Option<Conn>> = (0..count).map(|_| None).collect();
-    let pool = &pool;
+    let pools = &pools;
     let query = &query;
     let mut attempts = futures::stream::iter(0..count)
         .map(|i| async move {
             let endpoint = &endpoints[i % endpoints.len()];
-            // A kept-alive negotiate connection serves one server; another server gets its own.
+            let pool = &pools[i % endpoints.len()];
             let mut negotiator = pool.borrow_mut().pop().unwrap_or_default();
             negotiator.retarget(endpoint.addr);
             let result =
@@ -389,59 +393,133 @@ async fn connect_many(
     (conns, report)
 }
 
+/// Join every open connection `i` to `group_of(i)`, at most `concurrency` joins in flight,
+/// each bounded by `timeout`. Returns, per connection, whether it joined (`true` for the
+/// ones not open, which the caller skips anyway), and the join report.
+pub(crate) async fn join_groups(
+    conns: &mut [Option<Conn>],
+    wire: Wire,
+    group_of: impl Fn(usize) -> String,
+    concurrency: usize,
+    timeout: Duration,
+) -> (Vec<bool>, JoinReport) {
+    let started = Instant::now();
+    let histogram = RefCell::new(new_histogram());
+    let mut joined = vec![true; conns.len()];
+    let group_of = &group_of;
+    let results: Vec<(usize, bool)> = futures::stream::iter(
+        conns
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_mut().map(|c| (i, c))),
+    )
+    .map(|(i, conn)| {
+        let group = group_of(i);
+        let histogram = &histogram;
+        async move {
+            let t = Instant::now();
+            let ok = client::within(timeout, client::join(&mut conn.ws, wire, &group))
+                .await
+                .is_ok();
+            if ok {
+                histogram
+                    .borrow_mut()
+                    .saturating_record(t.elapsed().as_micros() as u64);
+            }
+            (i, ok)
+        }
+    })
+    .buffer_unordered(concurrency.max(1))
+    .collect()
+    .await;
+    let mut join = JoinReport::default();
+    for (i, ok) in results {
+        joined[i] = ok;
+        if ok {
+            join.joined += 1;
+        } else {
+            join.failed += 1;
+        }
+    }
+    join.seconds = started.elapsed().as_secs_f64();
+    join.rate = join.joined as f64 / join.seconds.max(1e-9);
+    join.latency = Latency::of(&histogram.borrow());
+    (joined, join)
+}
+
 /// Read a receiver until its socket ends: count stamped deliveries, record their latency,
 /// answer engine.io pings, send SignalR Pings every `ping_interval`.
 async fn receive(
-    mut ws: Socket,
+    ws: Socket,
     wire: Wire,
     delivered: Rc<Cell<u64>>,
     shared: Rc<Shared>,
     ping_interval: Duration,
     first_ping_in: Duration,
 ) {
+    let reason = read_until_closed(ws, wire, ping_interval, first_ping_in, |data| {
+        let now = stamp::now_micros();
+        let step = shared.step.get();
+        let (scan, this_step) = {
+            let mut this_step = 0u64;
+            let mut histogram = shared.histogram.borrow_mut();
+            let scan = wire.scan(data, |s| {
+                if s.step == step {
+                    this_step += 1;
+                    histogram.saturating_record(now.saturating_sub(s.sent_micros).max(1));
+                } else {
+                    shared.stray.set(shared.stray.get() + 1);
+                }
+            });
+            (scan, this_step)
+        };
+        if scan.deliveries > 0 {
+            delivered.set(delivered.get() + u64::from(scan.deliveries));
+        }
+        if this_step > 0 {
+            shared
+                .step_delivered
+                .set(shared.step_delivered.get() + this_step);
+            shared.last_delivery.set(now);
+        }
+        scan
+    })
+    .await;
+    shared.closed(reason);
+}
+
+/// Read `ws` until it ends, handing every data message to `on_data` (which scans and counts
+/// it), answering engine.io pings and sending SignalR Pings every `ping_interval`. Returns why
+/// the connection ended.
+pub(crate) async fn read_until_closed(
+    mut ws: Socket,
+    wire: Wire,
+    ping_interval: Duration,
+    first_ping_in: Duration,
+    mut on_data: impl FnMut(&[u8]) -> Scan,
+) -> String {
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + first_ping_in, ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hub_close: Option<String> = None;
-    let reason = loop {
+    loop {
         tokio::select! {
             message = ws.next() => {
                 let data = match message {
                     Some(Ok(Message::Text(text))) => Bytes::from(text),
                     Some(Ok(Message::Binary(data))) => data,
                     Some(Ok(Message::Close(_))) | None => {
-                        break match hub_close.take() {
+                        return match hub_close.take() {
                             Some(close) => format!("server Close: {}", truncate(&close)),
                             None => "socket closed by the server".to_owned(),
                         };
                     }
                     Some(Ok(_)) => continue,
-                    Some(Err(error)) => break format!("read error: {}", truncate(&error.to_string())),
+                    Some(Err(error)) => return format!("read error: {}", truncate(&error.to_string())),
                 };
-                let now = stamp::now_micros();
-                let step = shared.step.get();
-                let (scan, this_step) = {
-                    let mut this_step = 0u64;
-                    let mut histogram = shared.histogram.borrow_mut();
-                    let scan = wire.scan(&data, |s| {
-                        if s.step == step {
-                            this_step += 1;
-                            histogram.saturating_record(now.saturating_sub(s.sent_micros).max(1));
-                        } else {
-                            shared.stray.set(shared.stray.get() + 1);
-                        }
-                    });
-                    (scan, this_step)
-                };
-                if scan.deliveries > 0 {
-                    delivered.set(delivered.get() + u64::from(scan.deliveries));
-                }
-                if this_step > 0 {
-                    shared.step_delivered.set(shared.step_delivered.get() + this_step);
-                    shared.last_delivery.set(now);
-                }
+                let scan = on_data(&data);
                 if scan.pings > 0 && let Some(pong) = wire.pong() && ws.send(wire.message(pong)).await.is_err() {
-                    break "write error".to_owned();
+                    return "write error".to_owned();
                 }
                 if scan.close.is_some() {
                     hub_close = scan.close;
@@ -449,20 +527,19 @@ async fn receive(
             }
             _ = ping.tick(), if wire.ping().is_some() => {
                 if let Some(frame) = wire.ping() && ws.send(wire.message(frame)).await.is_err() {
-                    break "write error".to_owned();
+                    return "write error".to_owned();
                 }
             }
         }
-    };
-    shared.closed(reason);
+    }
 }
 
-fn truncate(text: &str) -> String {
+pub(crate) fn truncate(text: &str) -> String {
     text.chars().take(100).collect()
 }
 
 /// Spread first pings over the interval so thousands of connections do not ping at once.
-fn ping_offset(i: usize, interval: Duration) -> Duration {
+pub(crate) fn ping_offset(i: usize, interval: Duration) -> Duration {
     let spread = interval.as_millis().max(1) as u64;
     interval + Duration::from_millis((i as u64).wrapping_mul(7919) % spread)
 }
@@ -700,46 +777,15 @@ pub async fn run_steps(
     };
     let mut joined = vec![true; n];
     if let Audience::Groups(_) = audience {
-        let started = Instant::now();
-        let histogram = RefCell::new(new_histogram());
-        let timeout = common.connect_timeout;
-        let results: Vec<(usize, bool)> = futures::stream::iter(
-            conns
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, c)| c.as_mut().map(|c| (i, c))),
+        let (ok, join) = join_groups(
+            &mut conns,
+            wire,
+            group_of,
+            common.concurrency,
+            common.connect_timeout,
         )
-        .map(|(i, conn)| {
-            let group = group_of(i);
-            let histogram = &histogram;
-            async move {
-                let t = Instant::now();
-                let ok = client::within(timeout, client::join(&mut conn.ws, wire, &group))
-                    .await
-                    .is_ok();
-                if ok {
-                    histogram
-                        .borrow_mut()
-                        .saturating_record(t.elapsed().as_micros() as u64);
-                }
-                (i, ok)
-            }
-        })
-        .buffer_unordered(common.concurrency.max(1))
-        .collect()
         .await;
-        let mut join = JoinReport::default();
-        for (i, ok) in results {
-            joined[i] = ok;
-            if ok {
-                join.joined += 1;
-            } else {
-                join.failed += 1;
-            }
-        }
-        join.seconds = started.elapsed().as_secs_f64();
-        join.rate = join.joined as f64 / join.seconds.max(1e-9);
-        join.latency = Latency::of(&histogram.borrow());
+        joined = ok;
         report.join = Some(join);
     }
 
@@ -1079,11 +1125,11 @@ async fn drain_slow(slow: Vec<(Socket, Rc<Cell<u64>>)>, wire: Wire, limit: Durat
     report
 }
 
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
