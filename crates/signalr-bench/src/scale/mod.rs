@@ -80,7 +80,7 @@ pub struct ScaleConfig {
     pub start_wait_max: Duration,
     /// A drain ends when nothing arrived for this long (once every broadcast was due)...
     pub drain_idle: Duration,
-    /// ...or at the latest this long after the sender stopped.
+    /// ...or at the latest this long after the senders stopped and the last broadcast was due.
     pub drain_max: Duration,
     /// After the report, keep the connections until this file exists...
     pub stop_file: Option<PathBuf>,
@@ -134,7 +134,8 @@ pub struct ScaleReport {
     pub out_of_range: u64,
     /// Stamped deliveries sent before the start.
     pub early: u64,
-    /// Last delivery − sender stop, seconds (negative: none arrived).
+    /// Last delivery − the end of the schedule (the senders' stop or the last broadcast's due
+    /// time, the later), seconds (negative: none arrived).
     pub drain_seconds: f64,
     /// The start, wall-clock micros.
     pub start_micros: u64,
@@ -232,7 +233,7 @@ pub async fn run_scale(
         total,
         first: 0,
         stride,
-        group_rate: config.group_rate / stride as f64,
+        group_rate: config.group_rate,
         duration: config.duration,
         broadcasts: 0,
         broadcast_interval: config.broadcast_interval,
@@ -374,10 +375,15 @@ pub async fn run_scale(
     report.out_of_range = totals.out_of_range.get();
     report.early = totals.early.get();
     let last = totals.last_delivery.get();
+    // From the end of the schedule: this process's senders' stop, or the last broadcast's due
+    // time (a process without group traffic stops sending at once).
+    let schedule_end = sender
+        .stopped_micros
+        .max(broadcasts_due_end(&config, start));
     report.drain_seconds = if last == 0 {
         -1.0
     } else {
-        round3((last as f64 - sender.stopped_micros as f64) / 1e6)
+        round3((last as f64 - schedule_end as f64) / 1e6)
     };
     report.start_micros = start;
     report.last_delivery_micros = last;
@@ -419,11 +425,12 @@ async fn sleep_until_micros(micros: u64) {
 }
 
 /// Wait until everything due arrived, or nothing arrived for `drain_idle` once the last
-/// broadcast was due, or `drain_max` passed.
+/// broadcast was due, or `drain_max` passed since then (and since the senders stopped: a
+/// process without group traffic still waits for every broadcast).
 async fn drain(config: &ScaleConfig, totals: &Totals, start: u64, group: u64, broadcast: u64) {
-    let stopped = Instant::now();
-    let broadcasts_end = start
-        + (config.broadcast_interval * config.broadcasts.saturating_sub(1)).as_micros() as u64;
+    let broadcasts_end = broadcasts_due_end(config, start);
+    let schedule_left = Duration::from_micros(broadcasts_end.saturating_sub(stamp::now_micros()));
+    let deadline = Instant::now() + schedule_left + config.drain_max;
     loop {
         let complete =
             totals.group_received.get() >= group && totals.broadcast_received.get() >= broadcast;
@@ -431,11 +438,16 @@ async fn drain(config: &ScaleConfig, totals: &Totals, start: u64, group: u64, br
         let last = totals.last_delivery.get().max(broadcasts_end);
         let idle = now > broadcasts_end
             && Duration::from_micros(now.saturating_sub(last)) >= config.drain_idle;
-        if complete || idle || stopped.elapsed() >= config.drain_max {
+        if complete || idle || Instant::now() >= deadline {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// When the last broadcast is due, wall-clock micros.
+fn broadcasts_due_end(config: &ScaleConfig, start: u64) -> u64 {
+    start + (config.broadcast_interval * config.broadcasts.saturating_sub(1)).as_micros() as u64
 }
 
 /// Keep the connections open until the stop file exists, at most `hold_max`.

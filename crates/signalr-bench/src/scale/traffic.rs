@@ -37,7 +37,9 @@ pub struct Plan {
     pub first: u64,
     /// ...and the step to its next one (the number of group senders).
     pub stride: u64,
-    /// Group messages per second of this sender.
+    /// Group messages per second of the whole process: message `n` is due at `(n + 1) / rate`
+    /// after the start, whichever sender sends it, so the senders interleave evenly instead of
+    /// all sending at the same instants.
     pub group_rate: f64,
     /// How long to send group messages.
     pub duration: Duration,
@@ -59,6 +61,20 @@ impl Plan {
         } else {
             (self.total - self.first - 1) / self.stride.max(1) + 1
         }
+    }
+
+    /// When this sender's `j`-th group message is due, from the start (`None`: no more).
+    fn group_due(&self, j: u64) -> Option<Duration> {
+        if j >= self.group_messages() || self.group_rate <= 0.0 {
+            return None;
+        }
+        let n = self.first + j * self.stride.max(1);
+        Some(Duration::from_secs_f64((n + 1) as f64 / self.group_rate))
+    }
+
+    /// When broadcast `b` is due, from the start (`None`: no more).
+    fn broadcast_due(&self, b: u32) -> Option<Duration> {
+        (b < self.broadcasts).then(|| self.broadcast_interval * b)
     }
 
     /// How long sending may take at most before the sender gives up (a server that stopped
@@ -197,29 +213,31 @@ impl SenderReport {
     }
 }
 
-/// Send the plan on a 1 ms tick: every tick sends what is due by then (open loop: a late tick
-/// sends more, it does not stretch the schedule).
+/// Send the plan: wake when the next message is due (not on a fixed tick: hundreds of
+/// senders ticking every millisecond would cost the load generator more than its receivers)
+/// and send everything due by then (open loop: a late wake-up sends more, it does not
+/// stretch the schedule).
 async fn send(ws: &mut Socket, plan: &Plan, report: &mut SenderReport) {
     let wire = plan.wire;
-    let planned = report.group_planned;
     let groups = plan.groups.len().max(1) as u64;
     let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ping = tokio::time::interval(plan.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let next = match (
+            plan.group_due(report.group_sent),
+            plan.broadcast_due(report.broadcasts_sent),
+        ) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return,
+        };
         tokio::select! {
-            _ = tick.tick() => {
+            () = tokio::time::sleep_until((started + next).into()) => {
                 let elapsed = started.elapsed();
-                let due = ((plan.group_rate * elapsed.as_secs_f64()) as u64).min(planned);
-                if plan.group_rate > 0.0 && report.group_sent < due {
-                    // Message k is due at (k + 1) / rate: how late is the oldest unsent one?
-                    let due_at = (report.group_sent + 1) as f64 / plan.group_rate;
-                    let behind = elapsed.as_secs_f64() - due_at;
-                    report.max_behind_ms = report.max_behind_ms.max(round3(behind * 1000.0));
-                }
-                while report.group_sent < due {
+                while let Some(due) = plan.group_due(report.group_sent).filter(|&d| d <= elapsed) {
+                    let late = (elapsed - due).as_secs_f64() * 1000.0;
+                    report.max_behind_ms = report.max_behind_ms.max(round3(late));
                     let n = plan.first + report.group_sent * plan.stride.max(1);
                     let group = (n % groups) as usize;
                     let payload = stamp::payload(n as u32, stamp::now_micros(), plan.payload_len);
@@ -231,9 +249,7 @@ async fn send(ws: &mut Socket, plan: &Plan, report: &mut SenderReport) {
                     report.per_group[group] += 1;
                     report.group_sent += 1;
                 }
-                let interval = plan.broadcast_interval.as_secs_f64().max(1e-3);
-                let due_broadcasts = ((elapsed.as_secs_f64() / interval) as u32 + 1).min(plan.broadcasts);
-                while report.broadcasts_sent < due_broadcasts {
+                while plan.broadcast_due(report.broadcasts_sent).is_some_and(|d| d <= elapsed) {
                     let tag = BROADCAST | report.broadcasts_sent;
                     let payload = stamp::payload(tag, stamp::now_micros(), plan.payload_len);
                     let frame = wire.invocation(None, "Broadcast", &[&payload]);
@@ -248,9 +264,6 @@ async fn send(ws: &mut Socket, plan: &Plan, report: &mut SenderReport) {
                     return;
                 }
                 report.seconds = round3(started.elapsed().as_secs_f64());
-                if report.group_sent >= planned && report.broadcasts_sent >= plan.broadcasts {
-                    return;
-                }
             }
             _ = ping.tick() => {
                 if let Some(frame) = wire.ping() && let Err(error) = ws.feed(wire.message(frame)).await {
@@ -302,6 +315,18 @@ mod tests {
             })
             .collect();
         assert_eq!(counts, [4, 3, 3]);
+        // Sender 1 of 3 at 10 msgs/s sends messages 1, 4, 7, due at 0.2, 0.5, 0.8 s.
+        let one = Plan {
+            first: 1,
+            group_rate: 10.0,
+            ..plan.clone()
+        };
+        let due: Vec<_> = (0..4).map(|j| one.group_due(j)).collect();
+        let ms = |m| Some(Duration::from_millis(m));
+        assert_eq!(due, [ms(200), ms(500), ms(800), None]);
+        plan.broadcasts = 2;
+        assert_eq!(plan.broadcast_due(1), Some(Duration::from_secs(1)));
+        assert_eq!(plan.broadcast_due(2), None);
         plan.groups.clear();
         assert_eq!(plan.group_messages(), 0);
     }
