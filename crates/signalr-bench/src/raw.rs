@@ -77,8 +77,10 @@ async fn stats(State(state): State<Arc<Raw>>) -> Response {
 }
 
 async fn upgrade(State(state): State<Arc<Raw>>, upgrade: WebSocketUpgrade) -> Response {
+    // The same read buffer as signalr-server's default, so W1's "vs raw" compares the
+    // layers above the socket, not buffer sizes.
     upgrade
-        .read_buffer_size(4096)
+        .read_buffer_size(signalr_server::TransportOptions::default().websocket_read_buffer)
         .write_buffer_size(4096)
         .max_write_buffer_size(1024 * 1024)
         .on_upgrade(move |socket| run(state, socket))

@@ -109,11 +109,22 @@
 //!
 //! As on .NET, a node receives its own publishes and delivers to its local connections
 //! from there. That keeps one order for everyone: every connection of a channel, here or
-//! elsewhere, sees its messages in Redis's order. `send` returns once Redis has accepted
-//! the publish (the answer to `PUBLISH`), so a message sent after another's `send`
-//! returned is delivered after it. Publishing is pipelined: one task drains a queue and
-//! sends everything queued as one pipeline per round trip, so concurrent senders share
-//! round trips and publish order is kept.
+//! elsewhere, sees its messages in Redis's order. Publishing is pipelined: one task
+//! drains a FIFO queue and sends everything queued as one pipeline per round trip, on one
+//! connection, so a node's messages reach Redis in the order they were sent.
+//!
+//! `send` returns once the publish is queued, not when Redis answers: a loop of sends (one
+//! connection's invocations, a `HubContext` notifying many users) runs at Redis's pace
+//! rather than one round trip per message (measured: 5 k to 133 k messages/s to connections
+//! on another node, BENCHMARKS.md W4). Two exceptions wait for Redis's answer: while the
+//! publishing connection is known to be down, so a message that reached nobody is an error
+//! to its sender; and while more than 1 MiB of publishes is unanswered, so senders slow to
+//! Redis's pace instead of growing the queue. A publish that fails after `send` returned is
+//! counted as lost (`signalr_backplane_lost_messages_total`) and logged.
+//! [`flush`](signalr_server::HubLifetimeManager::flush) waits until everything queued is
+//! answered: a message sent from any node after it is delivered after those. The hub
+//! flushes before it sends an invocation's Completion, so a client holding a result knows
+//! what the method sent is on its way.
 //!
 //! Incoming messages are handled on the subscribing connection's read task: the
 //! envelope is decoded and the frames are queued for local connections, which never

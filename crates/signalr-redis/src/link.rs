@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -43,6 +43,12 @@ pub(crate) type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
 const SUBSCRIBE_BATCH: usize = 512;
 /// Most publishes in one pipeline.
 const PUBLISH_BATCH: usize = 1024;
+
+/// Bytes of publishes queued or awaiting Redis's answer above which senders wait for their
+/// own publishes to be answered. Below it a send returns once its publish is queued, so a
+/// loop of sends is not held to one Redis round trip each; above it senders are slowed to
+/// Redis's pace instead of growing the queue.
+const MAX_UNANSWERED_BYTES: usize = 1024 * 1024;
 
 /// Opens connections to the configured Redis.
 pub(crate) struct Connector {
@@ -289,9 +295,21 @@ pub(crate) struct Publish {
     pub(crate) fallback: Option<Fallback>,
     /// Told the receiver count, or why the publish failed, for callers that wait.
     pub(crate) reply: Option<oneshot::Sender<Result<i64, String>>>,
+    /// Not a publish: a marker answered once everything queued before it is answered
+    /// ([`Publisher::flush`]).
+    pub(crate) barrier: bool,
 }
 
 impl Publish {
+    /// What the publish weighs against [`MAX_UNANSWERED_BYTES`]; never 0, so a flood of
+    /// empty payloads is bounded too.
+    fn weight(&self) -> usize {
+        if self.barrier {
+            return 0;
+        }
+        self.channel.len() + self.payload.len() + 1
+    }
+
     pub(crate) fn control(channel: Bytes, payload: Bytes) -> Publish {
         Publish {
             channel,
@@ -299,6 +317,7 @@ impl Publish {
             is_hub_message: false,
             fallback: None,
             reply: None,
+            barrier: false,
         }
     }
 }
@@ -311,6 +330,8 @@ pub(crate) struct PublishShared {
     /// is live (see [`Subscriber::is_live`]): when it is not, this node's own publishes
     /// will not come back to it.
     pub(crate) link: Arc<LinkState>,
+    /// Bytes of the publishes queued or awaiting Redis's answer.
+    unanswered_bytes: AtomicUsize,
 }
 
 impl PublishShared {
@@ -323,6 +344,7 @@ impl PublishShared {
             local,
             counters,
             link,
+            unanswered_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -333,7 +355,19 @@ impl PublishShared {
         }
     }
 
+    fn answered(&self, item: &Publish) {
+        self.unanswered_bytes
+            .fetch_sub(item.weight(), Ordering::AcqRel);
+    }
+
     fn succeeded(&self, item: Publish, receivers: i64) {
+        self.answered(&item);
+        if item.barrier {
+            if let Some(reply) = item.reply {
+                let _ = reply.send(Ok(0));
+            }
+            return;
+        }
         self.counters.publishes(1);
         if !self.link.subscribed() {
             // Published, but this node is not subscribed right now: its own connections
@@ -347,6 +381,13 @@ impl PublishShared {
 
     /// A publish failed: count it, serve local connections, tell a waiting caller.
     fn failed(&self, item: Publish, reason: &str) {
+        self.answered(&item);
+        if item.barrier {
+            if let Some(reply) = item.reply {
+                let _ = reply.send(Err(reason.to_owned()));
+            }
+            return;
+        }
         self.counters.publish_errors(1);
         if item.is_hub_message {
             self.counters.lost_messages(1);
@@ -393,6 +434,9 @@ impl Publisher {
     /// have to drop or block, and the task drains it in whole batches, so it only grows
     /// while Redis is slower than the senders.
     pub(crate) fn publish(&self, item: Publish) {
+        self.shared
+            .unanswered_bytes
+            .fetch_add(item.weight(), Ordering::AcqRel);
         if let Err(mpsc::error::SendError(item)) = self.queue.send(item) {
             self.shared.failed(item, "the backplane is closed");
         }
@@ -412,10 +456,40 @@ impl Publisher {
             is_hub_message,
             fallback: None,
             reply: Some(reply),
+            barrier: false,
         });
         answer
             .await
             .unwrap_or_else(|_| Err("the backplane is closed".to_owned()))
+    }
+
+    /// Whether a sender should wait for Redis's answer to what it publishes now: when the
+    /// publishing connection is down (the answer, an error, comes at once and the caller
+    /// learns that its message reached nobody), or when more than [`MAX_UNANSWERED_BYTES`]
+    /// are queued (backpressure). Otherwise sends return once queued; the queue is FIFO
+    /// over one connection, so messages still reach Redis in the order they were sent, and
+    /// a publish that fails later is counted as lost and logged, never silently dropped.
+    pub(crate) fn should_wait(&self) -> bool {
+        !self.shared.link.publishing()
+            || self.shared.unanswered_bytes.load(Ordering::Relaxed) > MAX_UNANSWERED_BYTES
+    }
+
+    /// Waits until everything queued before the call is answered by Redis (published or
+    /// failed). Returns at once when nothing is outstanding.
+    pub(crate) async fn flush(&self) {
+        if self.shared.unanswered_bytes.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.publish(Publish {
+            channel: Bytes::new(),
+            payload: Bytes::new(),
+            is_hub_message: false,
+            fallback: None,
+            reply: Some(reply),
+            barrier: true,
+        });
+        let _ = answer.await;
     }
 
     /// Whether the publishing connection is up.
@@ -490,6 +564,22 @@ impl PublishTask {
                 Ok(item) => items.push(item),
                 Err(_) => break,
             }
+        }
+        // Barriers are answered after the batch they sit in; earlier batches are answered
+        // already (one pipeline at a time).
+        let (barriers, items): (Vec<Publish>, Vec<Publish>) =
+            items.into_iter().partition(|item| item.barrier);
+        let lost = self.publish_items(items).await;
+        for barrier in barriers {
+            self.shared.succeeded(barrier, 0);
+        }
+        lost
+    }
+
+    /// Publishes `items` as one pipeline (see [`PublishTask::send_batch`]).
+    async fn publish_items(&mut self, items: Vec<Publish>) -> Option<Reconnecting> {
+        if items.is_empty() {
+            return None;
         }
         let Some((conn, _)) = self.connection.as_mut() else {
             self.fail_all(items, "Redis is unavailable");

@@ -261,7 +261,7 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
     ) -> Result<(), LifetimeError> {
         let inner = &self.inner;
         let channels = &inner.channels;
-        let mut batch = PublishBatch::default();
+        let mut batch = PublishBatch::new(inner.publisher.should_wait());
         match audience {
             Audience::All => inner.publish(&mut batch, channels.all(), message, &[], Audience::All),
             Audience::AllExcept(except) => inner.publish(
@@ -333,6 +333,10 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
             }
         }
         batch.wait(&inner.endpoint).await
+    }
+
+    async fn flush(&self) {
+        self.inner.publisher.flush().await;
     }
 
     async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<(), LifetimeError> {
@@ -485,16 +489,20 @@ impl Inner {
         local_audience: Option<Audience>,
         message: &SerializedMessage,
     ) {
-        let (reply, answer) = oneshot::channel();
         let has_fallback = local_audience.is_some();
+        let reply = batch.wait.then(|| {
+            let (reply, answer) = oneshot::channel();
+            batch.answers.push((answer, has_fallback));
+            reply
+        });
         self.publisher.publish(Publish {
             channel,
             payload,
             is_hub_message: true,
             fallback: local_audience.map(|audience| Box::new((audience, message.clone()))),
-            reply: Some(reply),
+            reply,
+            barrier: false,
         });
-        batch.answers.push((answer, has_fallback));
     }
 
     fn publish_connection(&self, batch: &mut PublishBatch, id: &str, message: &SerializedMessage) {
@@ -816,15 +824,24 @@ async fn apply_group_commands(
 
 /// The publishes of one `send`, all queued before any is awaited (so they share a
 /// pipeline).
-#[derive(Default)]
 struct PublishBatch {
+    /// Whether to wait for Redis's answers ([`Publisher::should_wait`]).
+    wait: bool,
     /// Redis's answer for each publish, and whether a failure was made up for locally.
     answers: Vec<(oneshot::Receiver<Result<i64, String>>, bool)>,
 }
 
 impl PublishBatch {
-    /// Waits until Redis accepted every publish: a message sent after this returns is
-    /// delivered after this one. A failed publish whose audience this node could serve
+    fn new(wait: bool) -> PublishBatch {
+        PublishBatch {
+            wait,
+            answers: Vec::new(),
+        }
+    }
+
+    /// When waiting, waits until Redis answered every publish. Either way a message sent
+    /// after this returns is published after this one (one FIFO queue, one connection).
+    /// A failed publish whose audience this node could serve
     /// directly (everyone, a group, a user) was delivered locally and counted as lost for
     /// other nodes; only a message that reached nobody (a connection elsewhere) is an error.
     async fn wait(self, endpoint: &str) -> Result<(), LifetimeError> {

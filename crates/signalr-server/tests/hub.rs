@@ -28,6 +28,24 @@ async fn results_void_and_case_insensitive_names() {
     }
 }
 
+/// A message many times the WebSocket read buffer (1 KiB by default) arrives whole, and
+/// the echo of it too, in both protocols.
+#[tokio::test]
+async fn messages_larger_than_the_read_buffer_arrive_whole() {
+    let addr = start_test_hub(|_| {}).await;
+    for protocol in Protocol::ALL {
+        let mut client = Client::connect(addr, "/hub", protocol).await;
+        for size in [1000, 1024, 5000, 30 * 1024] {
+            let text: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            assert_eq!(
+                result_string(&client.invoke("Echo", (text.clone(),)).await),
+                text,
+                "{protocol:?} {size}"
+            );
+        }
+    }
+}
+
 /// A HubError::new message always reaches the client; an internal error only says the
 /// method failed unless detailed errors are on.
 #[tokio::test]

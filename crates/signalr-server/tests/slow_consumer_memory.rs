@@ -59,6 +59,20 @@ async fn slow_consumers_are_closed_and_memory_stays_bounded() {
         .build();
     let addr = start(axum::Router::new().merge(hub.router("/hub"))).await;
 
+    // Registered once their handshake is through (the handshake answer goes out first).
+    let registered = |n: usize| {
+        let registry = registry.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while registry.lock().unwrap().len() < n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{n} connections registered"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
     let mut slow = Vec::new();
     for i in 0..SLOW {
         let protocol = if i % 2 == 0 {
@@ -67,6 +81,8 @@ async fn slow_consumers_are_closed_and_memory_stays_bounded() {
             Protocol::MessagePack
         };
         slow.push(Client::connect(addr, "/hub", protocol).await);
+        // One at a time, so the registry holds the slow ones first and in order.
+        registered(i + 1).await;
     }
     let mut readers = Vec::new();
     for i in 0..HEALTHY {
@@ -90,18 +106,10 @@ async fn slow_consumers_are_closed_and_memory_stays_bounded() {
             received
         }));
     }
-    // Registered once their handshake is through.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while registry.lock().unwrap().len() < SLOW + HEALTHY {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connections registered"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    registered(SLOW + HEALTHY).await;
     let connections = registry.lock().unwrap().clone();
     let (slow_connections, healthy_connections) = connections.split_at(SLOW);
-    // The slow clients connected first, so they are first in the registry.
+    // The slow clients registered first, one by one.
     assert!(
         slow_connections
             .iter()

@@ -961,6 +961,8 @@ async fn run_method(
     };
     // Fire-and-forget invocations get no reply, not even an error.
     if let Some(invocation_id) = invocation_id {
+        // What the method sent is out before its caller hears it is done.
+        core.manager.flush().await;
         send_completion(&connection, invocation_id, result);
     }
 }

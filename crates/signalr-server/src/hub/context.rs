@@ -157,4 +157,25 @@ impl HubContext {
     pub fn lifetime_manager(&self) -> &Arc<dyn crate::HubLifetimeManager> {
         &self.core.manager
     }
+
+    /// Waits until everything sent so far is on its way to every node. Sends through a
+    /// backplane return once queued, in order, so a loop of sends runs at the backplane's
+    /// pace rather than one round trip each; flush when something outside must not see the
+    /// effect before the messages (see [`HubLifetimeManager::flush`](crate::HubLifetimeManager::flush)).
+    ///
+    /// ```
+    /// # async fn example() -> Result<(), signalr_server::HubError> {
+    /// use signalr_server::Hub;
+    ///
+    /// let context = Hub::builder().build().context();
+    /// for n in 0..100 {
+    ///     context.clients().all().send("tick", (n,)).await?;
+    /// }
+    /// context.flush().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn flush(&self) {
+        self.core.manager.flush().await;
+    }
 }

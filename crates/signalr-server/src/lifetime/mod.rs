@@ -97,6 +97,14 @@ pub trait HubLifetimeManager: Send + Sync + 'static {
         message: &SerializedMessage,
     ) -> Result<(), LifetimeError>;
 
+    /// Wait until every message this node sent before the call is on its way to every
+    /// node. A backplane's `send` may return once the message is queued (so a loop of sends
+    /// is not held to one round trip each); after `flush`, a message sent from any node is
+    /// delivered after those. The hub flushes before it answers an invocation, so a client
+    /// holding its result knows what the method sent is out. Failures are not reported here
+    /// (the backplane counts and logs them). Default: nothing to wait for.
+    async fn flush(&self) {}
+
     /// Add a connection (on any node) to a group.
     async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<(), LifetimeError>;
 

@@ -392,6 +392,8 @@ pub async fn scaleout_send_connection(factory: &impl ManagerFactory) {
     m1.send(&Audience::Connection("b".into()), &message("to b"))
         .await
         .unwrap();
+    // After a flush, what node 1 sent comes before anything sent later from any node.
+    m1.flush().await;
     m2.send(
         &Audience::Connections(vec!["a".into(), "b".into()]),
         &message("to both"),
@@ -449,6 +451,8 @@ pub async fn scaleout_group_members_on_every_node(factory: &impl ManagerFactory)
         .send(&Audience::Group("everywhere".into()), &message("hello"))
         .await
         .unwrap();
+    // After a flush, what node 1 sent comes before anything sent later from any node.
+    nodes.managers[1].flush().await;
     nodes.managers[2]
         .send(
             &Audience::Groups(vec!["everywhere".into()]),

@@ -159,6 +159,7 @@ impl InboundReceiver {
             {
                 let mut state = self.shared.lock();
                 if let Some(next) = state.queue.pop_front() {
+                    super::outbox::release_if_drained(&mut state.queue);
                     drop(state);
                     self.shared.room.notify_waiters();
                     return Some(next);

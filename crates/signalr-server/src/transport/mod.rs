@@ -148,8 +148,11 @@ pub struct TransportOptions {
     /// batched into WebSocket messages, so this bounds memory, not hub message size (the hub
     /// enforces that). Default: 64 KiB.
     pub max_websocket_message_bytes: usize,
-    /// WebSocket read buffer per connection. Small, because it is allocated for every idle
-    /// connection. Default: 4 KiB.
+    /// WebSocket read buffer per connection, and the most bytes one read takes from the
+    /// socket. Small, because every idle connection holds one for its whole life: 1 KiB
+    /// instead of 4 KiB is 3 KB less per idle connection (measured, BENCHMARKS.md W1). A
+    /// message larger than the buffer still arrives whole (the buffer grows to hold it), in
+    /// several reads; raise this for clients that mostly send large messages. Default: 1 KiB.
     pub websocket_read_buffer: usize,
     /// Authentication and authorization of every HTTP request. Default: none (anonymous).
     pub auth: AuthOptions,
@@ -189,7 +192,7 @@ impl Default for TransportOptions {
             max_buffered_bytes: 1024 * 1024,
             max_write_batch_bytes: 64 * 1024,
             max_websocket_message_bytes: 64 * 1024,
-            websocket_read_buffer: 4 * 1024,
+            websocket_read_buffer: 1024,
             auth: AuthOptions::default(),
             cors: None,
             allow_stateful_reconnect: false,

@@ -412,6 +412,7 @@ impl Outbox {
             if lone && let Some(frame) = state.frames.pop_front() {
                 state.bytes -= frame.bytes.len();
                 let more = !state.frames.is_empty();
+                release_if_drained(&mut state.frames);
                 drop(state);
                 if more {
                     self.notify.notify_one();
@@ -488,6 +489,7 @@ impl Outbox {
         }
         state.bytes -= dequeued;
         let more = !state.frames.is_empty();
+        release_if_drained(&mut state.frames);
         if more {
             // Leave a permit so the next call does not wait for frames already queued.
             self.notify.notify_one();
@@ -502,6 +504,16 @@ impl Outbox {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Frees a drained queue's small buffer. An idle connection drains its queue after every
+/// keep-alive ping; keeping the few slots allocated would cost every idle connection their
+/// bytes for its whole life, while a busy connection's grown buffer is kept.
+pub(super) fn release_if_drained<T>(queue: &mut VecDeque<T>) {
+    const SMALL: usize = 8;
+    if queue.is_empty() && queue.capacity() <= SMALL {
+        *queue = VecDeque::new();
     }
 }
 
