@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::http::{Http, HttpClient, negotiate, request, serve_hub};
-use common::{Client, WAIT, error_text, result_string, test_hub_builder};
+use common::{Client, WAIT, error_text, eventually, result_string, test_hub_builder};
 use futures::future::join_all;
 use signalr_server::protocol::{CompletionResult, HubMessage, Protocol};
 use signalr_server::{Clients, Hub};
@@ -33,18 +33,6 @@ async fn skip_negotiation_status(addr: SocketAddr) -> u16 {
         Ok(_) => 101,
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(other) => panic!("unexpected WebSocket error: {other}"),
-    }
-}
-
-/// Repeat `check` until it holds (bounded by `WAIT`).
-async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

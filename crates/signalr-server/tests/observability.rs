@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use common::http::{Http, HttpClient, request};
-use common::{Client, WAIT, error_text, result_string, start, test_hub_builder};
+use common::{Client, error_text, eventually, result_string, start, test_hub_builder};
 use serde_json::Value;
 use signalr_server::observability::{self, Observability, PrometheusHandle};
 use signalr_server::protocol::{Completion, Protocol};
@@ -52,18 +52,6 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(text, name, labels)
         .unwrap_or_else(|| panic!("{name} {labels:?} is not exported:\n{text}"))
-}
-
-/// Repeat `check` until it holds (bounded by `WAIT`).
-async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `GET path`: status and body.

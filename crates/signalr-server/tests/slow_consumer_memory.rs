@@ -17,7 +17,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Client, WAIT, start};
+use common::{Client, WAIT, eventually, start};
 use signalr_server::protocol::{HubMessage, Protocol};
 use signalr_server::{Context, Hub, HubConnection, State};
 
@@ -62,16 +62,10 @@ async fn slow_consumers_are_closed_and_memory_stays_bounded() {
     // Registered once their handshake is through (the handshake answer goes out first).
     let registered = |n: usize| {
         let registry = registry.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while registry.lock().unwrap().len() < n {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{n} connections registered"
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
+        eventually(move || {
+            let registry = registry.clone();
+            async move { registry.lock().unwrap().len() >= n }
+        })
     };
     let mut slow = Vec::new();
     for i in 0..SLOW {

@@ -23,6 +23,18 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// Repeat `check` until it holds (bounded by `WAIT`).
+pub async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Serve `app` on a free loopback port.
 pub async fn start(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
