@@ -301,8 +301,8 @@ pub(crate) struct Publish {
 }
 
 impl Publish {
-    /// What the publish weighs against [`MAX_UNANSWERED_BYTES`]; never 0, so a flood of
-    /// empty payloads is bounded too.
+    /// What the publish weighs against [`MAX_UNANSWERED_BYTES`]: never 0 for a publish, so
+    /// a flood of empty payloads is bounded too; 0 for a barrier, which Redis never sees.
     fn weight(&self) -> usize {
         if self.barrier {
             return 0;
