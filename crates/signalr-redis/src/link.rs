@@ -1,4 +1,4 @@
-//! The node's two Redis connections: one that publishes, one that subscribes.
+//! Connections to Redis, and the node's publishing side.
 //!
 //! [`Connector`] opens connections: a RESP3 multiplexed connection for classic pub/sub, or a
 //! cluster connection for sharded pub/sub, with `TCP_NODELAY` on and pushes (pub/sub
@@ -9,14 +9,11 @@
 //! publish order. It owns its connection and its reconnection; while Redis is away it
 //! fails queued publishes at once (local fallback, counted) instead of letting them wait.
 //!
-//! [`Subscriber`] keeps the subscription connection and the reference-counted set of
-//! channels this node needs. That set is the source of truth: after a reconnection every
-//! channel in it is subscribed again before the subscription is reported live.
+//! [`Conn`] also carries the subscription commands that `subscription` sends.
 //!
 //! This module does not decode payloads or know about hub connections; the callbacks and
 //! fallbacks it is given do.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,7 +37,7 @@ use crate::stats::{Counters, LinkState};
 pub(crate) type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
 
 /// Most channels in one SUBSCRIBE when resubscribing.
-const SUBSCRIBE_BATCH: usize = 512;
+pub(crate) const SUBSCRIBE_BATCH: usize = 512;
 /// Most publishes in one pipeline.
 const PUBLISH_BATCH: usize = 1024;
 
@@ -96,6 +93,10 @@ impl Connector {
         self.connect_timeout
     }
 
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// Opens one connection. Pushes go to `on_push`; when the connection closes,
     /// `on_disconnect` gets its generation number (returned with the connection).
     pub(crate) async fn connect(
@@ -104,6 +105,9 @@ impl Connector {
         on_disconnect: mpsc::UnboundedSender<u64>,
     ) -> Result<(Conn, u64), RedisError> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        // The subscription connection (the one with pushes) times its commands itself,
+        // allowing for a backlog of pushes ahead of an answer (see `subscription`).
+        let response_timeout = on_push.is_none().then_some(self.response_timeout);
         let push = move |info: PushInfo| {
             if info.kind == PushKind::Disconnection {
                 let _ = on_disconnect.send(generation);
@@ -126,7 +130,7 @@ impl Connector {
                 let client = Client::open(self.info.clone())?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(Some(self.response_timeout))
+                    .set_response_timeout(response_timeout)
                     .set_push_sender(push);
                 Ok(Conn::Single(
                     client
@@ -146,7 +150,7 @@ impl Connector {
     }
 
     /// Connects, retrying with exponential backoff until it works or `shutdown` fires.
-    async fn connect_until_up(
+    pub(crate) async fn connect_until_up(
         &self,
         on_push: Option<PushHandler>,
         on_disconnect: &mpsc::UnboundedSender<u64>,
@@ -221,7 +225,7 @@ impl Conn {
         }
     }
 
-    async fn subscribe(&mut self, channels: &[Bytes]) -> Result<(), RedisError> {
+    pub(crate) async fn subscribe(&mut self, channels: &[Bytes]) -> Result<(), RedisError> {
         match self {
             Conn::Single(conn) => {
                 for chunk in channels.chunks(SUBSCRIBE_BATCH) {
@@ -244,7 +248,7 @@ impl Conn {
         }
     }
 
-    async fn unsubscribe(&mut self, channels: &[Bytes]) -> Result<(), RedisError> {
+    pub(crate) async fn unsubscribe(&mut self, channels: &[Bytes]) -> Result<(), RedisError> {
         match self {
             Conn::Single(conn) => {
                 let names: Vec<&[u8]> = channels.iter().map(|c| &c[..]).collect();
@@ -259,7 +263,7 @@ impl Conn {
         }
     }
 
-    async fn ping(&mut self) -> Result<(), RedisError> {
+    pub(crate) async fn ping(&mut self) -> Result<(), RedisError> {
         match self {
             Conn::Single(conn) => redis::cmd("PING").query_async::<()>(conn).await,
             Conn::Cluster(conn) => redis::cmd("PING").query_async::<()>(conn).await,
@@ -268,7 +272,7 @@ impl Conn {
 }
 
 /// Whether an error means the connection itself is gone (as opposed to one bad command).
-fn is_connection_error(error: &RedisError) -> bool {
+pub(crate) fn is_connection_error(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
@@ -379,8 +383,9 @@ impl PublishShared {
         }
     }
 
-    /// A publish failed: count it, serve local connections, tell a waiting caller.
-    fn failed(&self, item: Publish, reason: &str) {
+    /// A publish failed: count it, serve local connections when Redis surely did not take
+    /// it, tell a waiting caller.
+    fn failed(&self, item: Publish, reason: &str, outcome: Failure) {
         self.answered(&item);
         if item.barrier {
             if let Some(reply) = item.reply {
@@ -392,9 +397,37 @@ impl PublishShared {
         if item.is_hub_message {
             self.counters.lost_messages(1);
         }
-        self.deliver_fallback(item.fallback);
+        match outcome {
+            Failure::NotPublished => self.deliver_fallback(item.fallback),
+            // Redis may have published it and may still deliver it to this node: serving
+            // the local audience too could deliver it twice. At most once, as everywhere
+            // else on the backplane.
+            Failure::Unknown => {}
+        }
         if let Some(reply) = item.reply {
             let _ = reply.send(Err(reason.to_owned()));
+        }
+    }
+}
+
+/// How a publish failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Redis did not take it, as far as this node can tell: no connection, the backplane
+    /// closed, an error reply, or the connection broke (almost always because Redis went
+    /// away, taking the subscriptions that would have delivered it with it).
+    NotPublished,
+    /// Sent on a working connection, but the answer did not come in time: Redis may
+    /// well have published it.
+    Unknown,
+}
+
+impl Failure {
+    fn of(error: &RedisError) -> Failure {
+        if error.is_timeout() {
+            Failure::Unknown
+        } else {
+            Failure::NotPublished
         }
     }
 }
@@ -425,6 +458,8 @@ impl Publisher {
             shared: shared.clone(),
             shutdown,
             outage: None,
+            timing_out_since: None,
+            timeouts_logged: None,
         };
         let handle = tokio::spawn(task.run());
         (Publisher { queue, shared }, handle)
@@ -438,7 +473,8 @@ impl Publisher {
             .unanswered_bytes
             .fetch_add(item.weight(), Ordering::AcqRel);
         if let Err(mpsc::error::SendError(item)) = self.queue.send(item) {
-            self.shared.failed(item, "the backplane is closed");
+            self.shared
+                .failed(item, "the backplane is closed", Failure::NotPublished);
         }
     }
 
@@ -515,6 +551,10 @@ struct PublishTask {
     shared: Arc<PublishShared>,
     shutdown: CancellationToken,
     outage: Option<Outage>,
+    /// Since when publishes have been timing out with no answer in between.
+    timing_out_since: Option<Instant>,
+    /// When timeouts were last logged (at most one line a second).
+    timeouts_logged: Option<Instant>,
 }
 
 impl PublishTask {
@@ -551,7 +591,8 @@ impl PublishTask {
         }
         self.queue.close();
         while let Ok(item) = self.queue.try_recv() {
-            self.shared.failed(item, "the backplane is closed");
+            self.shared
+                .failed(item, "the backplane is closed", Failure::NotPublished);
         }
     }
 
@@ -591,18 +632,42 @@ impl PublishTask {
             .collect();
         let results = conn.publish(&batch).await;
         let mut lost_connection = None;
+        let mut timed_out = 0usize;
         for (item, result) in items.into_iter().zip(results) {
             match result {
-                Ok(receivers) => self.shared.succeeded(item, receivers),
+                Ok(receivers) => {
+                    self.timing_out_since = None;
+                    self.shared.succeeded(item, receivers);
+                }
                 Err(error) => {
-                    if is_connection_error(&error) {
+                    if self.is_connection_lost(&error) {
                         lost_connection.get_or_insert_with(|| error.to_string());
+                    } else if error.is_timeout() {
+                        timed_out += 1;
                     } else {
                         tracing::warn!(%error, "Redis backplane: publish failed");
                     }
-                    self.fail_one(item, &error.to_string());
+                    self.fail_one(item, &error.to_string(), Failure::of(&error));
                 }
             }
+        }
+        if let Some(reason) = &lost_connection {
+            tracing::warn!(
+                reason,
+                "Redis backplane: publishing failed; the connection is rebuilt"
+            );
+        } else if timed_out > 0
+            && self
+                .timeouts_logged
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.timeouts_logged = Some(Instant::now());
+            tracing::warn!(
+                timed_out,
+                waited = ?self.connector.response_timeout,
+                "Redis backplane: publishes timed out; their messages may or may not have \
+                 been delivered and are counted as lost"
+            );
         }
         match lost_connection {
             // The cluster client reconnects its nodes by itself.
@@ -611,16 +676,28 @@ impl PublishTask {
         }
     }
 
-    fn fail_one(&mut self, item: Publish, reason: &str) {
+    /// Whether `error` means the connection must be rebuilt. A timeout alone does not: the
+    /// connection stays in step (a late answer is matched and dropped), and a node that is
+    /// merely slow to read its answers would otherwise turn a busy moment into an outage.
+    /// Timeouts with no answer in between for two response timeouts do.
+    fn is_connection_lost(&mut self, error: &RedisError) -> bool {
+        if error.is_timeout() {
+            let since = *self.timing_out_since.get_or_insert_with(Instant::now);
+            return since.elapsed() >= self.connector.response_timeout * 2;
+        }
+        is_connection_error(error)
+    }
+
+    fn fail_one(&mut self, item: Publish, reason: &str, outcome: Failure) {
         if let Some(outage) = &mut self.outage {
             outage.failed += 1;
         }
-        self.shared.failed(item, reason);
+        self.shared.failed(item, reason, outcome);
     }
 
     fn fail_all(&mut self, items: Vec<Publish>, reason: &str) {
         for item in items {
-            self.fail_one(item, reason);
+            self.fail_one(item, reason, Failure::NotPublished);
         }
     }
 
@@ -649,6 +726,7 @@ impl PublishTask {
 
     fn connection_restored(&mut self, connected: (Conn, u64)) {
         self.connection = Some(connected);
+        self.timing_out_since = None;
         self.shared.link.set_publishing(true);
         self.shared.counters.reconnects(1);
         let (down_for, failed) = self
@@ -661,284 +739,5 @@ impl PublishTask {
             failed_publishes = failed,
             "Redis backplane: the publishing connection is back"
         );
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Subscribing
-// ---------------------------------------------------------------------------------------
-
-/// The subscription connection and the channels this node needs.
-pub(crate) struct Subscriber {
-    state: tokio::sync::Mutex<SubscriberState>,
-    /// Whether the connection is up and every channel in the table is subscribed (shared
-    /// with the publishing side and the health report).
-    link: Arc<LinkState>,
-    connector: Arc<Connector>,
-    on_push: PushHandler,
-    disconnect_tx: mpsc::UnboundedSender<u64>,
-    disconnect_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<u64>>>,
-    counters: Arc<Counters>,
-    response_timeout: Duration,
-}
-
-struct SubscriberState {
-    connection: Option<(Conn, u64)>,
-    /// Channel → how many local reasons need it (the permanent channels, each local
-    /// connection, member of a group, connection of a user).
-    counts: HashMap<Bytes, usize>,
-}
-
-/// Exclusive access to the subscription table. Lifetime managers hold it across a
-/// membership change and the (un)subscription it implies, so the table and Redis agree.
-pub(crate) struct Subscriptions<'a> {
-    subscriber: &'a Subscriber,
-    state: tokio::sync::MutexGuard<'a, SubscriberState>,
-}
-
-impl Subscriber {
-    pub(crate) fn new(
-        connector: Arc<Connector>,
-        on_push: PushHandler,
-        counters: Arc<Counters>,
-        link: Arc<LinkState>,
-        response_timeout: Duration,
-    ) -> Subscriber {
-        let (disconnect_tx, disconnect_rx) = mpsc::unbounded_channel();
-        Subscriber {
-            state: tokio::sync::Mutex::new(SubscriberState {
-                connection: None,
-                counts: HashMap::new(),
-            }),
-            link,
-            connector,
-            on_push,
-            disconnect_tx,
-            disconnect_rx: std::sync::Mutex::new(Some(disconnect_rx)),
-            counters,
-            response_timeout,
-        }
-    }
-
-    /// Whether the subscription connection is up with every channel subscribed.
-    pub(crate) fn is_live(&self) -> bool {
-        self.link.subscribed()
-    }
-
-    /// Connects and subscribes the channels the node always needs; fails if Redis cannot
-    /// be reached.
-    pub(crate) async fn start(&self, permanent: &[Bytes]) -> Result<(), RedisError> {
-        let mut state = self.state.lock().await;
-        let (mut conn, generation) = self
-            .connector
-            .connect(Some(self.on_push.clone()), self.disconnect_tx.clone())
-            .await?;
-        self.timed(conn.subscribe(permanent)).await?;
-        for channel in permanent {
-            *state.counts.entry(channel.clone()).or_insert(0) += 1;
-        }
-        state.connection = Some((conn, generation));
-        self.link.set_subscribed(true);
-        Ok(())
-    }
-
-    /// Locks the subscription table.
-    pub(crate) async fn lock(&self) -> Subscriptions<'_> {
-        Subscriptions {
-            subscriber: self,
-            state: self.state.lock().await,
-        }
-    }
-
-    /// Drops the connection (no more messages arrive).
-    pub(crate) async fn stop(&self) {
-        let mut state = self.state.lock().await;
-        state.connection = None;
-        self.link.set_subscribed(false);
-    }
-
-    async fn timed<T>(
-        &self,
-        operation: impl Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, RedisError> {
-        match tokio::time::timeout(self.response_timeout, operation).await {
-            Ok(result) => result,
-            Err(_) => Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "Redis did not confirm the subscription in time",
-            ))),
-        }
-    }
-
-    /// Watches the connection and rebuilds it (with every subscription) when it is lost.
-    /// In sharded mode the cluster client reconnects its nodes and resubscribes by itself;
-    /// the supervisor only logs the losses there.
-    pub(crate) fn spawn_supervisor(
-        self: &Arc<Self>,
-        health_check_interval: Duration,
-        shutdown: CancellationToken,
-    ) {
-        let Some(mut disconnects) = self
-            .disconnect_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
-            return;
-        };
-        let this = Arc::downgrade(self);
-        if self.connector.is_sharded() {
-            let endpoint = self.connector.endpoint().to_owned();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        notice = disconnects.recv() => {
-                            if notice.is_none() {
-                                break;
-                            }
-                            tracing::warn!(
-                                seed = %endpoint,
-                                "Redis backplane: a cluster node connection closed; the cluster \
-                                 client reconnects and resubscribes its shard channels"
-                            );
-                        }
-                    }
-                }
-            });
-            return;
-        }
-        tokio::spawn(async move {
-            loop {
-                let reported = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    generation = disconnects.recv() => match generation {
-                        Some(generation) => Some(generation),
-                        None => break,
-                    },
-                    () = tokio::time::sleep(health_check_interval) => None,
-                };
-                let Some(subscriber) = this.upgrade() else {
-                    break;
-                };
-                if subscriber.is_healthy(reported).await {
-                    continue;
-                }
-                subscriber.reconnect(&shutdown).await;
-            }
-            if let Some(subscriber) = this.upgrade() {
-                subscriber.stop().await;
-            }
-        });
-    }
-
-    /// After a disconnect notice (`reported`, stale ones ignored) or a timer tick: is the
-    /// current connection still good?
-    async fn is_healthy(&self, reported: Option<u64>) -> bool {
-        let current = self.state.lock().await.connection.clone();
-        let Some((mut conn, generation)) = current else {
-            return false;
-        };
-        match reported {
-            Some(reported) if reported != generation => true,
-            Some(_) => false,
-            None => self.timed(conn.ping()).await.is_ok(),
-        }
-    }
-
-    async fn reconnect(&self, shutdown: &CancellationToken) {
-        {
-            let mut state = self.state.lock().await;
-            state.connection = None;
-            self.link.set_subscribed(false);
-        }
-        let since = Instant::now();
-        tracing::error!(
-            endpoint = %self.connector.endpoint(),
-            "Redis backplane: the subscription connection is lost; messages other nodes publish \
-             meanwhile do not reach this node's connections"
-        );
-        loop {
-            let Some((mut conn, generation)) = self
-                .connector
-                .connect_until_up(
-                    Some(self.on_push.clone()),
-                    &self.disconnect_tx,
-                    shutdown,
-                    "subscribe",
-                )
-                .await
-            else {
-                return;
-            };
-            let mut state = self.state.lock().await;
-            let channels: Vec<Bytes> = state.counts.keys().cloned().collect();
-            match self.timed(conn.subscribe(&channels)).await {
-                Ok(()) => {
-                    state.connection = Some((conn, generation));
-                    self.link.set_subscribed(true);
-                    self.counters.reconnects(1);
-                    tracing::warn!(
-                        endpoint = %self.connector.endpoint(),
-                        down_for = ?since.elapsed(),
-                        channels = channels.len(),
-                        "Redis backplane: the subscription connection is back, every channel resubscribed"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "Redis backplane: resubscribing failed; reconnecting again");
-                }
-            }
-        }
-    }
-}
-
-impl Subscriptions<'_> {
-    /// One more local reason to receive `channel`; subscribes on the first. Waits for
-    /// Redis's confirmation. While Redis is away the channel is only recorded, and
-    /// subscribed when the connection is rebuilt.
-    pub(crate) async fn acquire(&mut self, channel: Bytes) {
-        let count = self.state.counts.entry(channel.clone()).or_insert(0);
-        *count += 1;
-        if *count == 1 {
-            self.apply(true, channel).await;
-        }
-    }
-
-    /// One reason fewer; unsubscribes after the last.
-    pub(crate) async fn release(&mut self, channel: Bytes) {
-        let Some(count) = self.state.counts.get_mut(&channel) else {
-            return;
-        };
-        *count -= 1;
-        if *count == 0 {
-            self.state.counts.remove(&channel);
-            self.apply(false, channel).await;
-        }
-    }
-
-    async fn apply(&mut self, subscribe: bool, channel: Bytes) {
-        let Some((conn, generation)) = self.state.connection.as_mut() else {
-            return;
-        };
-        let channels = [channel];
-        let result = if subscribe {
-            self.subscriber.timed(conn.subscribe(&channels)).await
-        } else {
-            self.subscriber.timed(conn.unsubscribe(&channels)).await
-        };
-        if let Err(error) = result {
-            tracing::warn!(
-                %error,
-                channel = %String::from_utf8_lossy(&channels[0]),
-                subscribe,
-                "Redis backplane: (un)subscribing failed; the subscription connection will be rebuilt"
-            );
-            if !self.subscriber.connector.is_sharded() {
-                // The supervisor rebuilds the connection from the table, which is right.
-                let _ = self.subscriber.disconnect_tx.send(*generation);
-            }
-        }
     }
 }

@@ -28,8 +28,9 @@ use crate::channels::{self, ChannelKind, Channels};
 use crate::config::RedisConfig;
 use crate::envelope::{self, ClientResultRoute, GroupAction, GroupCommand};
 use crate::error::BackplaneError;
-use crate::link::{Connector, Publish, PublishShared, Publisher, Subscriber};
+use crate::link::{Connector, Publish, PublishShared, Publisher};
 use crate::stats::{BackplaneStats, Counters, LinkState};
+use crate::subscription::Subscriber;
 
 /// The error a client-result call gets when the connection ends before answering, as
 /// .NET words it.
@@ -121,7 +122,6 @@ impl RedisHubLifetimeManager {
                 Arc::new(move |push| on_push(&weak, push)),
                 counters.clone(),
                 link.clone(),
-                config.response_timeout_value(),
             ));
             let shared = Arc::new(PublishShared::new(
                 local.clone(),
@@ -167,7 +167,7 @@ impl RedisHubLifetimeManager {
             .map_err(connect_error)?;
         inner
             .subscriber
-            .spawn_supervisor(config.health_check_interval_value(), shutdown.clone());
+            .spawn_tasks(config.health_check_interval_value(), shutdown.clone());
         tokio::spawn(apply_group_commands(
             Arc::downgrade(&inner),
             group_command_rx,
@@ -217,41 +217,47 @@ impl RedisHubLifetimeManager {
 impl HubLifetimeManager for RedisHubLifetimeManager {
     async fn on_connected(&self, connection: &Arc<HubConnection>) -> Result<(), LifetimeError> {
         let inner = &self.inner;
-        let mut subscriptions = inner.subscriber.lock().await;
-        if !inner.local.add_connection(connection) {
-            return Err(LifetimeError::Backplane(
-                format!(
-                    "a connection with id '{}' is already registered",
-                    connection.id()
-                )
-                .into(),
-            ));
-        }
-        subscriptions
-            .acquire(inner.channels.connection(connection.id()))
-            .await;
-        if let Some(user) = connection.user_id() {
-            subscriptions.acquire(inner.channels.user(user)).await;
-        }
+        let ticket = {
+            let mut subscriptions = inner.subscriber.lock();
+            if !inner.local.add_connection(connection) {
+                return Err(LifetimeError::Backplane(
+                    format!(
+                        "a connection with id '{}' is already registered",
+                        connection.id()
+                    )
+                    .into(),
+                ));
+            }
+            subscriptions.acquire(inner.channels.connection(connection.id()));
+            if let Some(user) = connection.user_id() {
+                subscriptions.acquire(inner.channels.user(user));
+            }
+            subscriptions.unlock()
+        };
+        // Live once Redis confirmed the subscriptions, so a message sent to this connection
+        // from another node right after the handshake is not missed.
+        inner.subscriber.settled(ticket).await;
         Ok(())
     }
 
     async fn on_disconnected(&self, connection: &Arc<HubConnection>) {
         let inner = &self.inner;
-        let mut subscriptions = inner.subscriber.lock().await;
-        if inner.local.connection(connection.id()).is_none() {
-            return;
-        }
-        let groups = inner.local.remove_connection(connection);
-        subscriptions
-            .release(inner.channels.connection(connection.id()))
-            .await;
-        if let Some(user) = connection.user_id() {
-            subscriptions.release(inner.channels.user(user)).await;
-        }
-        for group in groups {
-            subscriptions.release(inner.channels.group(&group)).await;
-        }
+        let ticket = {
+            let mut subscriptions = inner.subscriber.lock();
+            if inner.local.connection(connection.id()).is_none() {
+                return;
+            }
+            let groups = inner.local.remove_connection(connection);
+            subscriptions.release(inner.channels.connection(connection.id()));
+            if let Some(user) = connection.user_id() {
+                subscriptions.release(inner.channels.user(user));
+            }
+            for group in groups {
+                subscriptions.release(inner.channels.group(&group));
+            }
+            subscriptions.unlock()
+        };
+        inner.subscriber.settled(ticket).await;
     }
 
     async fn send(
@@ -449,7 +455,7 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
         if let Some(task) = task {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        inner.subscriber.stop().await;
+        inner.subscriber.stop();
         tracing::info!(endpoint = %inner.endpoint, server_name = %inner.server_name, "Redis backplane closed");
     }
 }
@@ -522,23 +528,28 @@ impl Inner {
         connection_id: &str,
         group: &str,
     ) -> GroupChange {
-        let mut subscriptions = self.subscriber.lock().await;
-        match action {
-            GroupAction::Add => {
-                let change = self.local.add_local_to_group(connection_id, group);
-                if matches!(change, GroupChange::Changed { .. }) {
-                    subscriptions.acquire(self.channels.group(group)).await;
+        let (change, ticket) = {
+            let mut subscriptions = self.subscriber.lock();
+            let change = match action {
+                GroupAction::Add => {
+                    let change = self.local.add_local_to_group(connection_id, group);
+                    if matches!(change, GroupChange::Changed { .. }) {
+                        subscriptions.acquire(self.channels.group(group));
+                    }
+                    change
                 }
-                change
-            }
-            GroupAction::Remove => {
-                let change = self.local.remove_local_from_group(connection_id, group);
-                if matches!(change, GroupChange::Changed { .. }) {
-                    subscriptions.release(self.channels.group(group)).await;
+                GroupAction::Remove => {
+                    let change = self.local.remove_local_from_group(connection_id, group);
+                    if matches!(change, GroupChange::Changed { .. }) {
+                        subscriptions.release(self.channels.group(group));
+                    }
+                    change
                 }
-                change
-            }
-        }
+            };
+            (change, subscriptions.unlock())
+        };
+        self.subscriber.settled(ticket).await;
+        change
     }
 
     /// Asks the node owning `connection_id` to change its group membership, and waits for

@@ -1,0 +1,174 @@
+//! A node under load: connections arriving together share SUBSCRIBE commands, and a
+//! publish whose answer comes too late is neither delivered twice nor taken as the end of
+//! the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use signalr_redis::testing::{RedisServer, Reply};
+use signalr_redis::{RedisConfig, RedisHubLifetimeManager};
+use signalr_server::protocol::{HubMessage, Protocol};
+use signalr_server::testing::TestClient;
+use signalr_server::{Audience, HubLifetimeManager, SerializedMessage};
+
+async fn start_server() -> Arc<RedisServer> {
+    Arc::new(
+        tokio::task::spawn_blocking(RedisServer::start)
+            .await
+            .unwrap(),
+    )
+}
+
+fn message(text: &str) -> SerializedMessage {
+    SerializedMessage::invocation("message", &(text,), &Protocol::ALL).unwrap()
+}
+
+async fn next_text(client: &mut TestClient, wait: Duration) -> Option<String> {
+    match client.recv(wait).await? {
+        HubMessage::Invocation(invocation) => {
+            let arguments = invocation.arguments.into_values().unwrap();
+            Some(arguments[0].decode::<String>().unwrap())
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Calls of `command` Redis has served so far (`INFO commandstats`).
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    let mut redis = server.connect().unwrap();
+    let info = redis.command(&["INFO", "commandstats"]).unwrap();
+    let text = info.as_text().expect("INFO answers text").to_owned();
+    let prefix = format!("cmdstat_{command}:calls=");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| {
+            rest.split(',').next().unwrap().parse().expect("a count")
+        })
+}
+
+const CONNECTIONS: usize = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_arriving_together_share_subscribes() {
+    let server = start_server().await;
+    let config = RedisConfig::new(server.url()).hub_name("Busy.Hub");
+    let node = RedisHubLifetimeManager::connect(config.clone())
+        .await
+        .unwrap();
+    let other = RedisHubLifetimeManager::connect(config).await.unwrap();
+    let before = calls(&server, "subscribe");
+
+    let mut clients: Vec<TestClient> = (0..CONNECTIONS)
+        .map(|i| TestClient::new(&format!("c{i}"), Some(&format!("u{i}")), Protocol::Json))
+        .collect();
+    let arrivals = clients
+        .iter()
+        .map(|client| node.on_connected(client.connection()));
+    for result in futures::future::join_all(arrivals).await {
+        result.unwrap();
+    }
+    let subscribes = calls(&server, "subscribe") - before;
+    println!("{CONNECTIONS} connections (and their users) took {subscribes} SUBSCRIBE commands");
+    assert!(
+        subscribes * 10 <= CONNECTIONS as u64,
+        "{subscribes} SUBSCRIBE commands for {CONNECTIONS} connections arriving together"
+    );
+
+    // Every connection's and user's channel is live: on_connected returned after Redis
+    // confirmed them, so sends from the other node reach each one.
+    for (i, client) in clients.iter_mut().enumerate() {
+        let audience = if i % 2 == 0 {
+            Audience::Connection(format!("c{i}"))
+        } else {
+            Audience::User(format!("u{i}"))
+        };
+        other
+            .send(&audience, &message(&format!("to {i}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_text(client, Duration::from_secs(5)).await.as_deref(),
+            Some(format!("to {i}").as_str())
+        );
+    }
+
+    // Leaving together shares UNSUBSCRIBE commands the same way.
+    let before = calls(&server, "unsubscribe");
+    let departures = clients
+        .iter()
+        .map(|client| node.on_disconnected(client.connection()));
+    futures::future::join_all(departures).await;
+    let unsubscribes = calls(&server, "unsubscribe") - before;
+    assert!(
+        unsubscribes * 10 <= CONNECTIONS as u64,
+        "{unsubscribes} UNSUBSCRIBE commands for {CONNECTIONS} connections leaving together"
+    );
+    let channels = [node.channels().connection("c0"), node.channels().user("u1")];
+    let mut redis = server.connect().unwrap();
+    let mut command: Vec<&[u8]> = vec![b"PUBSUB", b"NUMSUB"];
+    command.extend(channels.iter().map(|c| &c[..]));
+    let Reply::Array(numsub) = redis.command(&command).unwrap() else {
+        panic!("PUBSUB NUMSUB answers an array");
+    };
+    assert_eq!(
+        numsub.iter().skip(1).step_by(2).collect::<Vec<_>>(),
+        [&Reply::Integer(0), &Reply::Integer(0)],
+        "the channels of connections that left are unsubscribed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_answered_late_is_delivered_once() {
+    let server = start_server().await;
+    let config = RedisConfig::new(server.url())
+        .hub_name("Busy.Hub")
+        .response_timeout(Duration::from_millis(300));
+    let node = RedisHubLifetimeManager::connect(config).await.unwrap();
+    let mut local = TestClient::new("local", None, Protocol::Json);
+    node.on_connected(local.connection()).await.unwrap();
+    let before = node.stats();
+
+    // Redis holds back write commands (PUBLISH among them) for 1.5 s, then runs them:
+    // the node's publish times out, yet Redis publishes it afterwards.
+    let mut redis = server.connect().unwrap();
+    redis
+        .command(&["CLIENT", "PAUSE", "1500", "WRITE"])
+        .unwrap();
+    node.send(&Audience::All, &message("late")).await.unwrap();
+
+    assert_eq!(
+        next_text(&mut local, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some("late")
+    );
+    assert_eq!(
+        next_text(&mut local, Duration::from_secs(1)).await,
+        None,
+        "delivered twice: locally after the timeout and again by Redis"
+    );
+    let stats = node.stats();
+    assert!(
+        stats.publish_errors > before.publish_errors,
+        "the timed-out publish is counted: {stats:?}"
+    );
+    assert!(
+        stats.messages_received > before.messages_received,
+        "Redis published it after all (so a local copy would have been a duplicate): {stats:?}"
+    );
+
+    // One late answer is not an outage: the same connection carries the next message.
+    node.send(&Audience::All, &message("after")).await.unwrap();
+    assert_eq!(
+        next_text(&mut local, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some("after")
+    );
+    assert_eq!(
+        node.stats().reconnects,
+        before.reconnects,
+        "the publishing connection was rebuilt"
+    );
+    assert!(node.is_connected());
+}
