@@ -157,7 +157,8 @@
 //!   ([`BackplaneStats::lost_messages`], `signalr_backplane_lost_messages_total`). A
 //!   message for a connection on another node fails with an error. While the
 //!   subscription is down, successful publishes are also delivered locally, since their
-//!   echo cannot come back.
+//!   echo cannot come back (except on channels a resubscription in progress has already
+//!   restored: their echo does come back).
 //! * A publish whose answer does not come within the response timeout
 //!   ([`RedisConfig::response_timeout`]) may still have been published, so it is counted
 //!   as lost but not delivered locally: delivery stays at most once. Timeouts alone do not

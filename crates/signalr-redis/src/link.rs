@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RedisConfig;
 use crate::stats::{Counters, LinkState};
+use crate::subscription::Confirmed;
 
 /// Called on the connection's read task for every push; must not block.
 pub(crate) type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
@@ -334,6 +335,8 @@ pub(crate) struct PublishShared {
     /// is live (see [`Subscriber::is_live`]): when it is not, this node's own publishes
     /// will not come back to it.
     pub(crate) link: Arc<LinkState>,
+    /// Channels already back while the subscription is being rebuilt.
+    confirmed: Arc<Confirmed>,
     /// Bytes of the publishes queued or awaiting Redis's answer.
     unanswered_bytes: AtomicUsize,
 }
@@ -343,11 +346,13 @@ impl PublishShared {
         local: Arc<MemoryLifetimeManager>,
         counters: Arc<Counters>,
         link: Arc<LinkState>,
+        confirmed: Arc<Confirmed>,
     ) -> PublishShared {
         PublishShared {
             local,
             counters,
             link,
+            confirmed,
             unanswered_bytes: AtomicUsize::new(0),
         }
     }
@@ -373,9 +378,9 @@ impl PublishShared {
             return;
         }
         self.counters.publishes(1);
-        if !self.link.subscribed() {
-            // Published, but this node is not subscribed right now: its own connections
-            // would miss it.
+        if !self.link.subscribed() && !self.confirmed.contains(&item.channel) {
+            // Published, but this node is not subscribed to it right now: its own
+            // connections would miss it.
             self.deliver_fallback(item.fallback);
         }
         if let Some(reply) = item.reply {

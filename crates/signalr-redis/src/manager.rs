@@ -30,7 +30,7 @@ use crate::envelope::{self, ClientResultRoute, GroupAction, GroupCommand};
 use crate::error::BackplaneError;
 use crate::link::{Connector, Publish, PublishShared, Publisher};
 use crate::stats::{BackplaneStats, Counters, LinkState};
-use crate::subscription::Subscriber;
+use crate::subscription::{Confirmed, Subscriber};
 
 /// The error a client-result call gets when the connection ends before answering, as
 /// .NET words it.
@@ -115,6 +115,7 @@ impl RedisHubLifetimeManager {
             .map_err(connect_error)?;
 
         let (group_commands, group_command_rx) = mpsc::unbounded_channel();
+        let confirmed = Arc::new(Confirmed::default());
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let weak = weak.clone();
             let subscriber = Arc::new(Subscriber::new(
@@ -122,11 +123,13 @@ impl RedisHubLifetimeManager {
                 Arc::new(move |push| on_push(&weak, push)),
                 counters.clone(),
                 link.clone(),
+                confirmed.clone(),
             ));
             let shared = Arc::new(PublishShared::new(
                 local.clone(),
                 counters.clone(),
                 link.clone(),
+                confirmed,
             ));
             let (publisher, publisher_task) = Publisher::start(
                 connector.clone(),

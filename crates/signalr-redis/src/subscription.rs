@@ -52,6 +52,7 @@ pub(crate) struct Subscriber {
     on_push: PushHandler,
     /// Pushes received on the subscription connection: proof that it is being read.
     pushes: Arc<AtomicU64>,
+    confirmed: Arc<Confirmed>,
     disconnect_tx: mpsc::UnboundedSender<u64>,
     disconnect_rx: Mutex<Option<mpsc::UnboundedReceiver<u64>>>,
     counters: Arc<Counters>,
@@ -79,6 +80,31 @@ pub(crate) struct Subscriptions<'a> {
     changed: bool,
 }
 
+/// The channels a resubscription in progress has confirmed so far. Their messages come
+/// from Redis again although the subscription is not reported live yet, so the publishing
+/// side must not make up for them locally (that would deliver them twice).
+#[derive(Default)]
+pub(crate) struct Confirmed(Mutex<HashSet<Bytes>>);
+
+impl Confirmed {
+    pub(crate) fn contains(&self, channel: &[u8]) -> bool {
+        self.lock().contains(channel)
+    }
+
+    fn add(&self, channels: &[Bytes]) {
+        self.lock().extend(channels.iter().cloned());
+    }
+
+    fn clear(&self) {
+        // Frees the memory too: a resubscription may have held every channel of the node.
+        *self.lock() = HashSet::new();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashSet<Bytes>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// What to wait for so the changes made under a [`Subscriptions`] are live in Redis.
 #[derive(Debug, Clone, Copy)]
 #[must_use = "wait for it with Subscriber::settled"]
@@ -90,6 +116,7 @@ impl Subscriber {
         on_push: PushHandler,
         counters: Arc<Counters>,
         link: Arc<LinkState>,
+        confirmed: Arc<Confirmed>,
     ) -> Subscriber {
         let (disconnect_tx, disconnect_rx) = mpsc::unbounded_channel();
         let pushes = Arc::new(AtomicU64::new(0));
@@ -112,6 +139,7 @@ impl Subscriber {
             connector,
             on_push,
             pushes,
+            confirmed,
             disconnect_tx,
             disconnect_rx: Mutex::new(Some(disconnect_rx)),
             counters,
@@ -294,10 +322,13 @@ impl Subscriber {
                 table.dirty.clear();
                 table.counts.keys().cloned().collect()
             };
-            match self.resubscribe(&conn, &channels).await {
+            self.confirmed.clear();
+            let resubscribed = self.resubscribe(&conn, &channels).await;
+            match resubscribed {
                 Ok(()) => {
                     self.lock_table().connection = Some((conn, generation));
                     self.link.set_subscribed(true);
+                    self.confirmed.clear();
                     self.counters.reconnects(1);
                     self.changed.notify_one();
                     tracing::warn!(
@@ -309,6 +340,7 @@ impl Subscriber {
                     return;
                 }
                 Err(error) => {
+                    self.confirmed.clear();
                     // The channels cleared from `dirty` are still in the table; the next
                     // attempt takes them all again.
                     tracing::warn!(%error, channels = channels.len(), "Redis backplane: resubscribing failed; reconnecting again");
@@ -327,7 +359,11 @@ impl Subscriber {
                 let Some(chunk) = chunks.next() else { break };
                 let mut conn = conn.clone();
                 let chunk = chunk.to_vec();
-                in_flight.push(async move { self.patiently(conn.subscribe(&chunk)).await });
+                in_flight.push(async move {
+                    self.patiently(conn.subscribe(&chunk)).await?;
+                    self.confirmed.add(&chunk);
+                    Ok::<(), RedisError>(())
+                });
             }
             match in_flight.next().await {
                 Some(result) => result?,
