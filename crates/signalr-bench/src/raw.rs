@@ -5,13 +5,17 @@
 //! flushes once: the batched design of performance.md §2. It speaks just enough SignalR for
 //! the same load generator to drive it: `POST /hub/negotiate` (a fixed-shape answer),
 //! the handshake (`{}` whatever was asked), and every invocation a client sends is re-framed
-//! as `m(arguments…)` and broadcast to every connection, in both hub protocols. No hubs, no
-//! groups, no pings, no slow-consumer policy: a socket that falls behind the channel skips
-//! messages, and the skipped count is reported by `GET /stats` (the load generator counts
-//! them as lost).
+//! as `m(arguments…)` and broadcast to every connection, in both hub protocols. Groups for
+//! W5: `JoinGroup(group)` adds the caller (and answers a completion when asked),
+//! `SendToGroup(group, payload)` sends `m(payload)`, framed once per protocol, to the
+//! group's members only, through a per-connection queue written the same batched way. No
+//! hubs, no pings, no slow-consumer policy: a socket that falls behind the broadcast
+//! channel skips messages, and the skipped count is reported by `GET /stats` (the load
+//! generator counts them as lost).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -20,8 +24,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::{Bytes, BytesMut};
 use futures::SinkExt;
-use signalr_protocol::{Arguments, HandshakeRequest, HubMessage, Invocation, Protocol};
-use tokio::sync::broadcast;
+use signalr_protocol::{
+    Arguments, Completion, CompletionResult, HandshakeRequest, HubMessage, Invocation, Protocol,
+};
+use tokio::sync::{broadcast, mpsc};
 
 /// Shared state of the baseline server.
 #[derive(Debug)]
@@ -36,6 +42,16 @@ struct Raw {
     lagged: AtomicU64,
     /// Connections past the handshake, still open.
     connections: AtomicU64,
+    /// Group name → its members.
+    groups: Mutex<HashMap<String, Vec<Member>>>,
+}
+
+/// A connection in a group: where its frames go, in its protocol.
+#[derive(Debug, Clone)]
+struct Member {
+    id: u64,
+    binary: bool,
+    queue: mpsc::UnboundedSender<Bytes>,
 }
 
 /// The baseline application: `/hub/negotiate`, `/hub`, `/stats`. `capacity` is the length of
@@ -47,6 +63,7 @@ pub fn app(capacity: usize) -> Router {
         next_id: AtomicU64::new(1),
         lagged: AtomicU64::new(0),
         connections: AtomicU64::new(0),
+        groups: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route("/hub/negotiate", post(negotiate))
@@ -121,8 +138,14 @@ async fn run(state: Arc<Raw>, mut socket: WebSocket) {
         Protocol::Json => state.json.subscribe(),
         Protocol::MessagePack => state.messagepack.subscribe(),
     };
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    // Frames for this connection alone (its groups'), made on its first join.
+    let mut direct: Option<mpsc::UnboundedReceiver<Bytes>> = None;
+    let mut direct_tx: Option<mpsc::UnboundedSender<Bytes>> = None;
+    let mut joined: Vec<String> = Vec::new();
     state.connections.fetch_add(1, Ordering::Relaxed);
     loop {
+        let mut replies = Vec::new();
         tokio::select! {
             frame = frames.recv() => match frame {
                 Ok(frame) => {
@@ -153,50 +176,198 @@ async fn run(state: Arc<Raw>, mut socket: WebSocket) {
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            Some(frame) = async {
+                match direct.as_mut() {
+                    Some(queue) => queue.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut failed = socket.feed(frame_message(frame, binary)).await.is_err();
+                while !failed {
+                    let Some(Ok(frame)) = direct.as_mut().map(|queue| queue.try_recv()) else {
+                        break;
+                    };
+                    failed = socket.feed(frame_message(frame, binary)).await.is_err();
+                }
+                if failed || socket.flush().await.is_err() {
+                    break;
+                }
+            }
             message = socket.recv() => match message {
                 Some(Ok(Message::Text(text))) => {
                     buf.extend_from_slice(text.as_bytes());
-                    publish_all(&state, protocol, &mut buf);
+                    handle(&state, protocol, &mut buf, &mut Caller {
+                        id, binary, direct: &mut direct, direct_tx: &mut direct_tx,
+                        joined: &mut joined, replies: &mut replies,
+                    });
                 }
                 Some(Ok(Message::Binary(data))) => {
                     buf.extend_from_slice(&data);
-                    publish_all(&state, protocol, &mut buf);
+                    handle(&state, protocol, &mut buf, &mut Caller {
+                        id, binary, direct: &mut direct, direct_tx: &mut direct_tx,
+                        joined: &mut joined, replies: &mut replies,
+                    });
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
         }
+        if !replies.is_empty() {
+            let mut failed = false;
+            for reply in replies {
+                if socket.feed(frame_message(reply, binary)).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed || socket.flush().await.is_err() {
+                break;
+            }
+        }
     }
+    leave_all(&state, id, &joined);
     state.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Broadcast every invocation in `buf` as `m(arguments…)`, in both protocols.
-fn publish_all(state: &Raw, protocol: Protocol, buf: &mut BytesMut) {
+/// The connection whose invocations are being handled.
+struct Caller<'a> {
+    id: u64,
+    binary: bool,
+    direct: &'a mut Option<mpsc::UnboundedReceiver<Bytes>>,
+    direct_tx: &'a mut Option<mpsc::UnboundedSender<Bytes>>,
+    joined: &'a mut Vec<String>,
+    /// Frames to write back to the caller (completions).
+    replies: &'a mut Vec<Bytes>,
+}
+
+/// Handles every invocation in `buf`: group joins and sends, and anything else broadcast
+/// as `m(arguments…)`.
+fn handle(state: &Raw, protocol: Protocol, buf: &mut BytesMut, caller: &mut Caller<'_>) {
     while let Ok(Some(message)) = protocol.parse_message(buf, 1024 * 1024) {
         let HubMessage::Invocation(invocation) = message else {
             continue;
         };
+        let invocation_id = invocation.invocation_id.clone();
+        let target = invocation.target.clone();
         let Ok(arguments) = invocation.arguments.into_values() else {
             continue;
         };
-        for (target, channel) in [
-            (Protocol::Json, &state.json),
-            (Protocol::MessagePack, &state.messagepack),
-        ] {
-            if channel.receiver_count() == 0 {
-                continue;
+        match target.as_str() {
+            "JoinGroup" | "LeaveGroup" => {
+                let Some(Ok(group)) = arguments.first().map(|a| a.decode::<String>()) else {
+                    continue;
+                };
+                if target == "JoinGroup" {
+                    join(state, caller, group);
+                } else {
+                    leave(state, caller.id, &group);
+                    caller.joined.retain(|g| *g != group);
+                }
+                if let Some(invocation_id) = invocation_id {
+                    let completion = HubMessage::Completion(Completion {
+                        headers: Default::default(),
+                        invocation_id,
+                        result: CompletionResult::Void,
+                    });
+                    if let Ok(frame) = protocol.encode_message(&completion) {
+                        caller.replies.push(frame);
+                    }
+                }
             }
-            let values: Result<Vec<_>, _> =
-                arguments.iter().map(|v| v.to_protocol(target)).collect();
-            let Ok(values) = values else { continue };
-            let message = HubMessage::Invocation(Invocation {
-                target: "m".to_owned(),
-                arguments: Arguments::Values(values),
-                ..Invocation::default()
-            });
-            if let Ok(frame) = target.encode_message(&message) {
-                let _ = channel.send(frame);
+            "SendToGroup" => {
+                if let [group, payload] = &arguments[..]
+                    && let Ok(group) = group.decode::<String>()
+                {
+                    send_to_group(state, &group, std::slice::from_ref(payload));
+                }
             }
+            _ => broadcast_values(state, &arguments),
+        }
+    }
+}
+
+fn join(state: &Raw, caller: &mut Caller<'_>, group: String) {
+    if caller.joined.contains(&group) {
+        return;
+    }
+    let queue = caller
+        .direct_tx
+        .get_or_insert_with(|| {
+            let (queue, receiver) = mpsc::unbounded_channel();
+            *caller.direct = Some(receiver);
+            queue
+        })
+        .clone();
+    let mut groups = state.groups.lock().unwrap_or_else(|p| p.into_inner());
+    groups.entry(group.clone()).or_default().push(Member {
+        id: caller.id,
+        binary: caller.binary,
+        queue,
+    });
+    caller.joined.push(group);
+}
+
+fn leave(state: &Raw, id: u64, group: &str) {
+    let mut groups = state.groups.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(members) = groups.get_mut(group) {
+        members.retain(|m| m.id != id);
+        if members.is_empty() {
+            groups.remove(group);
+        }
+    }
+}
+
+fn leave_all(state: &Raw, id: u64, joined: &[String]) {
+    for group in joined {
+        leave(state, id, group);
+    }
+}
+
+/// `m(arguments…)` framed in `protocol`.
+fn frame_m(protocol: Protocol, arguments: &[signalr_protocol::RawValue]) -> Option<Bytes> {
+    let values: Result<Vec<_>, _> = arguments.iter().map(|v| v.to_protocol(protocol)).collect();
+    let message = HubMessage::Invocation(Invocation {
+        target: "m".to_owned(),
+        arguments: Arguments::Values(values.ok()?),
+        ..Invocation::default()
+    });
+    protocol.encode_message(&message).ok()
+}
+
+/// Sends `m(arguments…)` to the members of `group`, framed once per protocol in use.
+fn send_to_group(state: &Raw, group: &str, arguments: &[signalr_protocol::RawValue]) {
+    let members = {
+        let groups = state.groups.lock().unwrap_or_else(|p| p.into_inner());
+        match groups.get(group) {
+            Some(members) => members.clone(),
+            None => return,
+        }
+    };
+    let mut framed: [Option<Option<Bytes>>; 2] = [None, None];
+    for member in members {
+        let (slot, protocol) = if member.binary {
+            (1, Protocol::MessagePack)
+        } else {
+            (0, Protocol::Json)
+        };
+        let frame = framed[slot].get_or_insert_with(|| frame_m(protocol, arguments));
+        if let Some(frame) = frame {
+            let _ = member.queue.send(frame.clone());
+        }
+    }
+}
+
+/// Broadcasts `m(arguments…)` to every connection, in both protocols.
+fn broadcast_values(state: &Raw, arguments: &[signalr_protocol::RawValue]) {
+    for (target, channel) in [
+        (Protocol::Json, &state.json),
+        (Protocol::MessagePack, &state.messagepack),
+    ] {
+        if channel.receiver_count() == 0 {
+            continue;
+        }
+        if let Some(frame) = frame_m(target, arguments) {
+            let _ = channel.send(frame);
         }
     }
 }

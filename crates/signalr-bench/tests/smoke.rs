@@ -168,3 +168,16 @@ fn idle_connections_are_held() {
     assert_eq!(report.connect.connected, 30, "{:?}", report.connect);
     assert_eq!(report.open, 30, "{:?}", report.closed);
 }
+
+#[test]
+fn groups_through_the_raw_baseline() {
+    let addr = start(signalr_bench::raw::app(4096));
+    for protocol in [Protocol::Json, Protocol::MessagePack] {
+        let report = steps(addr, Wire::SignalR(protocol), 40, Audience::Groups(4));
+        assert_complete(&report, 40);
+        let join = report.join.as_ref().expect("join report");
+        assert_eq!((join.joined, join.failed), (40, 0));
+        // Each message reaches its group of 10 and nobody else.
+        assert_eq!(report.steps[0].expected, report.steps[0].sent * 10);
+    }
+}
