@@ -2,9 +2,13 @@
 //!
 //! One task per socket owns both halves of the WebSocket and multiplexes three jobs in one
 //! `select!`: write whatever the [`Outbox`] has queued as a single WebSocket message, read the
-//! next client message, and hand it to the application. A read is only started when the
-//! previous chunk was handed over, so a client that floods a busy connection is pushed back on
-//! by TCP instead of growing a buffer; writes go on meanwhile.
+//! next client message, and hand it to the application. While the application is behind
+//! (its inbound queue full), messages read meanwhile are gathered into one chunk of at most
+//! [`MAX_GATHERED_BYTES`]; past that no read is started, so a client that floods a busy
+//! connection is pushed back on by TCP instead of growing a buffer; writes go on meanwhile.
+//! Gathering matters for throughput: each hand-over costs the application a turn of the
+//! scheduler, and a sender whose every message waits for a turn behind the connections its
+//! messages woke could never get ahead of them far enough for their writes to batch.
 //!
 //! Frame type: text for the JSON protocol, binary for MessagePack (decided at the handshake,
 //! which the application signals through [`Outbox::set_binary`]). Client frames of either type
@@ -29,6 +33,48 @@ use tracing::Instrument;
 /// How long to keep reading after sending a close frame, so the client's unread data is
 /// consumed and the close frame is not lost to a TCP reset.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes gathered into one chunk while the application is behind (one message larger
+/// than this still goes whole).
+const MAX_GATHERED_BYTES: usize = 64 * 1024;
+
+/// Client data read but not yet handed to the application.
+enum Held {
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        match self {
+            Held::One(data) => data.len(),
+            Held::Many(data) => data.len(),
+        }
+    }
+
+    fn append(held: Option<Held>, data: Bytes) -> Held {
+        match held {
+            None => Held::One(data),
+            Some(Held::One(first)) => {
+                let mut gathered = BytesMut::with_capacity(first.len() + data.len());
+                gathered.extend_from_slice(&first);
+                gathered.extend_from_slice(&data);
+                Held::Many(gathered)
+            }
+            Some(Held::Many(mut gathered)) => {
+                gathered.extend_from_slice(&data);
+                Held::Many(gathered)
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Held::One(data) => data,
+            Held::Many(data) => data.freeze(),
+        }
+    }
+}
 
 /// Answer the upgrade: activate the negotiated connection (or create one when negotiation
 /// was skipped), start its application if this is its first transport request, and start
@@ -183,8 +229,10 @@ async fn run(
     let options = &endpoint.options;
     let metrics = &endpoint.lifecycle.metrics;
     let mut batch = BytesMut::new();
-    // A chunk read from the socket, waiting for room in the inbound channel.
-    let mut pending: Option<Inbound> = None;
+    // Data read from the socket, waiting for room in the inbound channel; then, once reading
+    // failed, the failure.
+    let mut held: Option<Held> = None;
+    let mut failure: Option<TransportError> = None;
     // False once the read side is finished (error): writes continue until the outbox closes.
     let mut reading = true;
     let ended = loop {
@@ -211,23 +259,30 @@ async fn run(
                 }
                 Write::Closed => break Ended::ClosedByServer,
             },
-            permit = inbound.reserve(), if pending.is_some() => match permit {
+            permit = inbound.reserve(), if held.is_some() || failure.is_some() => match permit {
                 Ok(permit) => {
-                    if let Some(chunk) = pending.take() {
-                        permit.send(chunk);
+                    if let Some(data) = held.take() {
+                        permit.send(Inbound::Data(data.into_bytes()));
+                    } else if let Some(error) = failure.take() {
+                        permit.send(Inbound::Failed(error));
                     }
                 }
                 // The application ended; it closes the outbox, which ends this loop.
-                Err(_) => pending = None,
+                Err(_) => {
+                    held = None;
+                    failure = None;
+                }
             },
-            message = socket.recv(), if pending.is_none() && reading => match message {
+            message = socket.recv(),
+                if reading && held.as_ref().is_none_or(|h| h.len() < MAX_GATHERED_BYTES) =>
+            match message {
                 Some(Ok(Message::Text(text))) => {
                     metrics.received(TransportType::WebSockets, text.len());
-                    pending = Some(Inbound::Data(Bytes::from(text)));
+                    held = Some(Held::append(held.take(), Bytes::from(text)));
                 }
                 Some(Ok(Message::Binary(data))) => {
                     metrics.received(TransportType::WebSockets, data.len());
-                    pending = Some(Inbound::Data(data));
+                    held = Some(Held::append(held.take(), data));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) => break Ended::ClosedByClient,
@@ -239,9 +294,9 @@ async fn run(
                         // The client will be back with a new socket.
                         break Ended::Dropped;
                     }
-                    // Let the application say why in a Close message; the write side stays
-                    // up until it has.
-                    pending = Some(Inbound::Failed(error));
+                    // Let the application say why in a Close message (after the data read
+                    // before); the write side stays up until it has.
+                    failure = Some(error);
                     reading = false;
                 }
             },
