@@ -2,36 +2,16 @@
 //! publish whose answer comes too late is neither delivered twice nor taken as the end of
 //! the connection.
 
-use std::sync::Arc;
+mod common;
+use common::{expect_text, message, next_text, start_server};
+
 use std::time::Duration;
 
 use signalr_redis::testing::{RedisServer, Reply};
 use signalr_redis::{RedisConfig, RedisHubLifetimeManager};
-use signalr_server::protocol::{HubMessage, Protocol};
+use signalr_server::protocol::Protocol;
 use signalr_server::testing::TestClient;
-use signalr_server::{Audience, HubLifetimeManager, SerializedMessage};
-
-async fn start_server() -> Arc<RedisServer> {
-    Arc::new(
-        tokio::task::spawn_blocking(RedisServer::start)
-            .await
-            .unwrap(),
-    )
-}
-
-fn message(text: &str) -> SerializedMessage {
-    SerializedMessage::invocation("message", &(text,), &Protocol::ALL).unwrap()
-}
-
-async fn next_text(client: &mut TestClient, wait: Duration) -> Option<String> {
-    match client.recv(wait).await? {
-        HubMessage::Invocation(invocation) => {
-            let arguments = invocation.arguments.into_values().unwrap();
-            Some(arguments[0].decode::<String>().unwrap())
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-}
+use signalr_server::{Audience, HubLifetimeManager};
 
 /// Calls of `command` Redis has served so far (`INFO commandstats`).
 fn calls(server: &RedisServer, command: &str) -> u64 {
@@ -86,10 +66,7 @@ async fn connections_arriving_together_share_subscribes() {
             .send(&audience, &message(&format!("to {i}")))
             .await
             .unwrap();
-        assert_eq!(
-            next_text(client, Duration::from_secs(5)).await.as_deref(),
-            Some(format!("to {i}").as_str())
-        );
+        expect_text(client, &format!("to {i}")).await;
     }
 
     // Leaving together shares UNSUBSCRIBE commands the same way.

@@ -3,19 +3,18 @@
 //! refuses the password. Every wait is bounded; timings are printed, asserted only with
 //! generous bounds.
 
+mod common;
+use common::{expect_text, message, next_text, start_server};
+
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use signalr_redis::testing::RedisServer;
 use signalr_redis::{BackplaneError, RedisConfig, RedisHubLifetimeManager};
-use signalr_server::protocol::{HubMessage, Protocol};
+use signalr_server::protocol::Protocol;
 use signalr_server::testing::TestClient;
-use signalr_server::{Audience, HubLifetimeManager, SerializedMessage};
-
-fn message(text: &str) -> SerializedMessage {
-    SerializedMessage::invocation("message", &(text,), &Protocol::ALL).unwrap()
-}
+use signalr_server::{Audience, HubLifetimeManager};
 
 async fn connect(
     manager: &Arc<RedisHubLifetimeManager>,
@@ -27,34 +26,10 @@ async fn connect(
     client
 }
 
-/// The text of the next `message` invocation, if one arrives within `wait`.
-async fn next_text(client: &mut TestClient, wait: Duration) -> Option<String> {
-    match client.recv(wait).await? {
-        HubMessage::Invocation(invocation) => {
-            let arguments = invocation.arguments.into_values().unwrap();
-            Some(arguments[0].decode::<String>().unwrap())
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn expect_text(client: &mut TestClient, text: &str) {
-    let got = next_text(client, Duration::from_secs(5)).await;
-    assert_eq!(got.as_deref(), Some(text), "connection {}", client.id());
-}
-
 fn config(server: &RedisServer) -> RedisConfig {
     RedisConfig::new(server.url())
         .hub_name("Faults.Hub")
         .ack_timeout(Duration::from_secs(2))
-}
-
-async fn start_server() -> Arc<RedisServer> {
-    Arc::new(
-        tokio::task::spawn_blocking(RedisServer::start)
-            .await
-            .unwrap(),
-    )
 }
 
 /// Redis killed mid-traffic and restarted: local delivery goes on during the outage,

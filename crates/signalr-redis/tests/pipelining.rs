@@ -2,10 +2,10 @@
 //! sends queues them on the node's one publishing connection, and they arrive complete and
 //! in the order they were sent.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use signalr_redis::testing::RedisServer;
 use signalr_redis::{RedisConfig, RedisHubLifetimeManager};
 use signalr_server::protocol::{HubMessage, Protocol};
 use signalr_server::testing::TestClient;
@@ -15,11 +15,7 @@ const MESSAGES: usize = 5_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loop_of_sends_to_a_remote_connection_arrives_whole_and_in_order() {
-    let server = Arc::new(
-        tokio::task::spawn_blocking(RedisServer::start)
-            .await
-            .unwrap(),
-    );
+    let server = common::start_server().await;
     let config = RedisConfig::new(server.url()).hub_name("Pipelining.Hub");
     let sender = RedisHubLifetimeManager::connect(config.clone())
         .await
