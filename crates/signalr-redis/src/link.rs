@@ -37,8 +37,6 @@ use crate::subscription::Confirmed;
 /// Called on the connection's read task for every push; must not block.
 pub(crate) type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
 
-/// Most channels in one SUBSCRIBE when resubscribing.
-pub(crate) const SUBSCRIBE_BATCH: usize = 512;
 /// Most publishes in one pipeline.
 const PUBLISH_BATCH: usize = 1024;
 
@@ -226,14 +224,13 @@ impl Conn {
         }
     }
 
+    /// One SUBSCRIBE of `channels` (SSUBSCRIBE each, sharded); `subscription` keeps them to
+    /// a chunk.
     pub(crate) async fn subscribe(&mut self, channels: &[Bytes]) -> Result<(), RedisError> {
         match self {
             Conn::Single(conn) => {
-                for chunk in channels.chunks(SUBSCRIBE_BATCH) {
-                    let names: Vec<&[u8]> = chunk.iter().map(|c| &c[..]).collect();
-                    conn.subscribe(names).await?;
-                }
-                Ok(())
+                let names: Vec<&[u8]> = channels.iter().map(|c| &c[..]).collect();
+                conn.subscribe(names).await
             }
             Conn::Cluster(conn) => {
                 // SSUBSCRIBE of several channels needs them in one slot; one at a time.

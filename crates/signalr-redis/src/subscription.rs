@@ -29,9 +29,11 @@ use redis::{PushInfo, RedisError};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::link::{Conn, Connector, PushHandler, SUBSCRIBE_BATCH};
+use crate::link::{Conn, Connector, PushHandler};
 use crate::stats::{Counters, LinkState};
 
+/// Most channels in one SUBSCRIBE or UNSUBSCRIBE.
+const SUBSCRIBE_BATCH: usize = 512;
 /// Chunks of SUBSCRIBE in flight together when resubscribing.
 const RESUBSCRIBE_IN_FLIGHT: usize = 8;
 /// A patient command still fails after this many response timeouts, however busy the
@@ -322,9 +324,7 @@ impl Subscriber {
                 table.dirty.clear();
                 table.counts.keys().cloned().collect()
             };
-            self.confirmed.clear();
-            let resubscribed = self.resubscribe(&conn, &channels).await;
-            match resubscribed {
+            match self.resubscribe(&conn, &channels).await {
                 Ok(()) => {
                     self.lock_table().connection = Some((conn, generation));
                     self.link.set_subscribed(true);
@@ -358,10 +358,9 @@ impl Subscriber {
             while in_flight.len() < RESUBSCRIBE_IN_FLIGHT {
                 let Some(chunk) = chunks.next() else { break };
                 let mut conn = conn.clone();
-                let chunk = chunk.to_vec();
                 in_flight.push(async move {
-                    self.patiently(conn.subscribe(&chunk)).await?;
-                    self.confirmed.add(&chunk);
+                    self.patiently(conn.subscribe(chunk)).await?;
+                    self.confirmed.add(chunk);
                     Ok::<(), RedisError>(())
                 });
             }
@@ -391,19 +390,20 @@ impl Subscriber {
             (connection, subscribe, unsubscribe, requested)
         };
         let (mut conn, generation) = connection;
+        let commands = (subscribe.chunks(SUBSCRIBE_BATCH).map(|chunk| (true, chunk))).chain(
+            unsubscribe
+                .chunks(SUBSCRIBE_BATCH)
+                .map(|chunk| (false, chunk)),
+        );
         let mut result = Ok(());
-        for chunk in subscribe.chunks(SUBSCRIBE_BATCH) {
-            result = self.patiently(conn.subscribe(chunk)).await;
+        for (subscribing, chunk) in commands {
+            result = if subscribing {
+                self.patiently(conn.subscribe(chunk)).await
+            } else {
+                self.patiently(conn.unsubscribe(chunk)).await
+            };
             if result.is_err() {
                 break;
-            }
-        }
-        if result.is_ok() {
-            for chunk in unsubscribe.chunks(SUBSCRIBE_BATCH) {
-                result = self.patiently(conn.unsubscribe(chunk)).await;
-                if result.is_err() {
-                    break;
-                }
             }
         }
         if let Err(error) = result {
