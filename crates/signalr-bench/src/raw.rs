@@ -138,14 +138,16 @@ async fn run(state: Arc<Raw>, mut socket: WebSocket) {
         Protocol::Json => state.json.subscribe(),
         Protocol::MessagePack => state.messagepack.subscribe(),
     };
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    // Frames for this connection alone (its groups'), made on its first join.
-    let mut direct: Option<mpsc::UnboundedReceiver<Bytes>> = None;
-    let mut direct_tx: Option<mpsc::UnboundedSender<Bytes>> = None;
-    let mut joined: Vec<String> = Vec::new();
+    let mut caller = Caller {
+        id: state.next_id.fetch_add(1, Ordering::Relaxed),
+        binary,
+        direct: None,
+        direct_tx: None,
+        joined: Vec::new(),
+        replies: Vec::new(),
+    };
     state.connections.fetch_add(1, Ordering::Relaxed);
     loop {
-        let mut replies = Vec::new();
         tokio::select! {
             frame = frames.recv() => match frame {
                 Ok(frame) => {
@@ -177,79 +179,77 @@ async fn run(state: Arc<Raw>, mut socket: WebSocket) {
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             Some(frame) = async {
-                match direct.as_mut() {
+                match caller.direct.as_mut() {
                     Some(queue) => queue.recv().await,
                     None => std::future::pending().await,
                 }
             } => {
-                let mut failed = socket.feed(frame_message(frame, binary)).await.is_err();
-                while !failed {
-                    let Some(Ok(frame)) = direct.as_mut().map(|queue| queue.try_recv()) else {
-                        break;
-                    };
-                    failed = socket.feed(frame_message(frame, binary)).await.is_err();
-                }
-                if failed || socket.flush().await.is_err() {
+                let queue = caller.direct.as_mut().expect("a frame came from it");
+                let queued = std::iter::from_fn(|| queue.try_recv().ok());
+                if !write_batch(&mut socket, std::iter::once(frame).chain(queued), binary).await {
                     break;
                 }
             }
-            message = socket.recv() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    buf.extend_from_slice(text.as_bytes());
-                    handle(&state, protocol, &mut buf, &mut Caller {
-                        id, binary, direct: &mut direct, direct_tx: &mut direct_tx,
-                        joined: &mut joined, replies: &mut replies,
-                    });
+            message = socket.recv() => {
+                match message {
+                    Some(Ok(Message::Text(text))) => buf.extend_from_slice(text.as_bytes()),
+                    Some(Ok(Message::Binary(data))) => buf.extend_from_slice(&data),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => continue,
                 }
-                Some(Ok(Message::Binary(data))) => {
-                    buf.extend_from_slice(&data);
-                    handle(&state, protocol, &mut buf, &mut Caller {
-                        id, binary, direct: &mut direct, direct_tx: &mut direct_tx,
-                        joined: &mut joined, replies: &mut replies,
-                    });
-                }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => {}
-            },
+                handle(&state, protocol, &mut buf, &mut caller);
+            }
         }
-        if !replies.is_empty() {
-            let mut failed = false;
-            for reply in replies {
-                if socket.feed(frame_message(reply, binary)).await.is_err() {
-                    failed = true;
-                    break;
-                }
-            }
-            if failed || socket.flush().await.is_err() {
-                break;
-            }
+        if !caller.replies.is_empty()
+            && !write_batch(&mut socket, caller.replies.drain(..), binary).await
+        {
+            break;
         }
     }
-    leave_all(&state, id, &joined);
+    leave_all(&state, caller.id, &caller.joined);
     state.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The connection whose invocations are being handled.
-struct Caller<'a> {
+/// Feeds `frames` and flushes once; `false` when the socket failed.
+async fn write_batch(
+    socket: &mut WebSocket,
+    frames: impl Iterator<Item = Bytes>,
+    binary: bool,
+) -> bool {
+    for frame in frames {
+        if socket.feed(frame_message(frame, binary)).await.is_err() {
+            return false;
+        }
+    }
+    socket.flush().await.is_ok()
+}
+
+/// A connection and its groups.
+struct Caller {
     id: u64,
     binary: bool,
-    direct: &'a mut Option<mpsc::UnboundedReceiver<Bytes>>,
-    direct_tx: &'a mut Option<mpsc::UnboundedSender<Bytes>>,
-    joined: &'a mut Vec<String>,
+    /// Frames for this connection alone (its groups'); made on its first join.
+    direct: Option<mpsc::UnboundedReceiver<Bytes>>,
+    direct_tx: Option<mpsc::UnboundedSender<Bytes>>,
+    joined: Vec<String>,
     /// Frames to write back to the caller (completions).
-    replies: &'a mut Vec<Bytes>,
+    replies: Vec<Bytes>,
 }
 
 /// Handles every invocation in `buf`: group joins and sends, and anything else broadcast
 /// as `m(arguments…)`.
-fn handle(state: &Raw, protocol: Protocol, buf: &mut BytesMut, caller: &mut Caller<'_>) {
+fn handle(state: &Raw, protocol: Protocol, buf: &mut BytesMut, caller: &mut Caller) {
     while let Ok(Some(message)) = protocol.parse_message(buf, 1024 * 1024) {
-        let HubMessage::Invocation(invocation) = message else {
+        let HubMessage::Invocation(Invocation {
+            invocation_id,
+            target,
+            arguments,
+            ..
+        }) = message
+        else {
             continue;
         };
-        let invocation_id = invocation.invocation_id.clone();
-        let target = invocation.target.clone();
-        let Ok(arguments) = invocation.arguments.into_values() else {
+        let Ok(arguments) = arguments.into_values() else {
             continue;
         };
         match target.as_str() {
@@ -286,7 +286,7 @@ fn handle(state: &Raw, protocol: Protocol, buf: &mut BytesMut, caller: &mut Call
     }
 }
 
-fn join(state: &Raw, caller: &mut Caller<'_>, group: String) {
+fn join(state: &Raw, caller: &mut Caller, group: String) {
     if caller.joined.contains(&group) {
         return;
     }
@@ -294,7 +294,7 @@ fn join(state: &Raw, caller: &mut Caller<'_>, group: String) {
         .direct_tx
         .get_or_insert_with(|| {
             let (queue, receiver) = mpsc::unbounded_channel();
-            *caller.direct = Some(receiver);
+            caller.direct = Some(receiver);
             queue
         })
         .clone();
