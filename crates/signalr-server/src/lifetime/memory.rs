@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use signalr_protocol::Completion;
 
 use super::{Audience, HubLifetimeManager, LifetimeError, SerializedMessage};
-use crate::connection::HubConnection;
+use crate::connection::{HubConnection, SendError};
 
 type Members = HashMap<Arc<str>, Arc<HubConnection>>;
 
@@ -300,7 +300,13 @@ impl HubLifetimeManager for MemoryLifetimeManager {
         let connection = self
             .connection(connection_id)
             .ok_or_else(|| LifetimeError::ConnectionNotFound(connection_id.into()))?;
-        let receiver = connection.invoke(invocation_id.to_owned(), message)?;
+        let receiver = connection
+            .invoke(invocation_id.to_owned(), message)
+            .map_err(|error| match error {
+                // Still registered but already ending: to the caller it has disconnected.
+                SendError::Closed => LifetimeError::ConnectionClosed(connection_id.into()),
+                other => other.into(),
+            })?;
         // If the caller gives up (drops this future), the pending entry must not leak.
         let guard = PendingGuard {
             connection: &connection,

@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use signalr_protocol::{Completion, CompletionResult, Protocol, RawValue};
 
 use super::TestClient;
-use crate::lifetime::{Audience, HubLifetimeManager, SerializedMessage};
+use crate::lifetime::{Audience, HubLifetimeManager, LifetimeError, SerializedMessage};
 
 /// How long a "receives nothing" check waits.
 const QUIET: Duration = Duration::from_millis(300);
@@ -360,6 +360,21 @@ pub async fn single_client_result_fails_on_disconnect(factory: &impl ManagerFact
     .await
     .expect("an unknown connection fails without hanging");
     assert!(missing.is_err());
+
+    // Ending but not yet unregistered (its transport just closed): disconnected, as when it
+    // ends while the call waits, not a failure to send.
+    let b = connect(m, "b", None, Protocol::Json).await;
+    b.connection().abort();
+    let closing = tokio::time::timeout(
+        Duration::from_secs(10),
+        m.invoke_connection("b", "r4", &request),
+    )
+    .await
+    .expect("a closing connection fails without hanging");
+    assert!(
+        matches!(closing, Err(LifetimeError::ConnectionClosed(_))),
+        "{closing:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
