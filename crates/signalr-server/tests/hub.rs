@@ -185,6 +185,35 @@ async fn broadcast_reaches_every_protocol() {
     }
 }
 
+/// Messages a client sends right before its Close frame are all handled: the server reads
+/// them together with the Close, and must hand them to the hub before ending.
+#[tokio::test]
+async fn messages_sent_just_before_a_close_are_handled() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    const COUNT: usize = 50;
+    let addr = start_test_hub(|_| {}).await;
+    let mut watcher = Client::connect(addr, "/hub", Protocol::Json).await;
+    let mut sender = Client::connect(addr, "/hub", Protocol::Json).await;
+    for i in 0..COUNT {
+        let frame =
+            format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"m{i}\"]}}\u{1e}");
+        // Queued without a flush: the messages and the Close leave in one write.
+        sender.ws.feed(Message::text(frame)).await.unwrap();
+    }
+    sender.ws.send(Message::Close(None)).await.unwrap();
+    for i in 0..COUNT {
+        match watcher.recv_no_ping().await {
+            Some(HubMessage::Invocation(invocation)) => {
+                let args = invocation.arguments.into_values().unwrap();
+                assert_eq!(args[0].decode::<String>().unwrap(), format!("m{i}"));
+            }
+            other => panic!("expected broadcast m{i}, got {other:?}"),
+        }
+    }
+}
+
 /// Context::abort closes the connection with a Close message that does not invite a
 /// reconnect.
 #[tokio::test]

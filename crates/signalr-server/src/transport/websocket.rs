@@ -1,14 +1,16 @@
 //! The WebSockets transport: `GET {path}?id=TOKEN` with an upgrade.
 //!
 //! One task per socket owns both halves of the WebSocket and multiplexes three jobs in one
-//! `select!`: write whatever the [`Outbox`] has queued as a single WebSocket message, read the
-//! next client message, and hand it to the application. While the application is behind
-//! (its inbound queue full), messages read meanwhile are gathered into one chunk of at most
-//! [`MAX_GATHERED_BYTES`]; past that no read is started, so a client that floods a busy
-//! connection is pushed back on by TCP instead of growing a buffer; writes go on meanwhile.
+//! `select!`: write whatever the [`Outbox`] has queued as a single WebSocket message, read
+//! client messages, and hand them to the application. Messages that can be read without
+//! waiting are gathered into one chunk of at most [`MAX_GATHERED_BYTES`] before the hand-over,
+//! and so are messages read while the application is behind (its inbound queue full); past
+//! that size no read is started, so a client that floods a busy connection is pushed back on
+//! by TCP instead of growing a buffer; writes go on meanwhile.
 //! Gathering matters for throughput: each hand-over costs the application a turn of the
-//! scheduler, and a sender whose every message waits for a turn behind the connections its
-//! messages woke could never get ahead of them far enough for their writes to batch.
+//! scheduler, and a sender whose messages wait for turns behind the connections its messages
+//! woke never gets ahead of them far enough for their writes to batch; its messages wait in
+//! the kernel instead of in the outboxes.
 //!
 //! Frame type: text for the JSON protocol, binary for MessagePack (decided at the handshake,
 //! which the application signals through [`Outbox::set_binary`]). Client frames of either type
@@ -259,20 +261,6 @@ async fn run(
                 }
                 Write::Closed => break Ended::ClosedByServer,
             },
-            permit = inbound.reserve(), if held.is_some() || failure.is_some() => match permit {
-                Ok(permit) => {
-                    if let Some(data) = held.take() {
-                        permit.send(Inbound::Data(data.into_bytes()));
-                    } else if let Some(error) = failure.take() {
-                        permit.send(Inbound::Failed(error));
-                    }
-                }
-                // The application ended; it closes the outbox, which ends this loop.
-                Err(_) => {
-                    held = None;
-                    failure = None;
-                }
-            },
             message = socket.recv(),
                 if reading && held.as_ref().is_none_or(|h| h.len() < MAX_GATHERED_BYTES) =>
             match message {
@@ -300,8 +288,28 @@ async fn run(
                     reading = false;
                 }
             },
+            permit = inbound.reserve(), if held.is_some() || failure.is_some() => match permit {
+                Ok(permit) => {
+                    if let Some(data) = held.take() {
+                        permit.send(Inbound::Data(data.into_bytes()));
+                    } else if let Some(error) = failure.take() {
+                        permit.send(Inbound::Failed(error));
+                    }
+                }
+                // The application ended; it closes the outbox, which ends this loop.
+                Err(_) => {
+                    held = None;
+                    failure = None;
+                }
+            },
         }
     };
+    // What the client sent before it closed still counts: hand over what was read ahead
+    // (bounded, in case the application stopped reading).
+    if let (Some(data), Ended::ClosedByClient | Ended::Dropped) = (held.take(), ended) {
+        let _ = tokio::time::timeout(CLOSE_LINGER, inbound.send(Inbound::Data(data.into_bytes())))
+            .await;
+    }
     drop(inbound);
 
     if ended == Ended::ClosedByServer {
