@@ -106,14 +106,31 @@ fn new_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
     }
 }
 
-/// Source ports the load generator picks itself, in turn.
-const SOURCE_PORTS: std::ops::Range<u32> = 10_000..65_000;
+/// Source ports the load generator picks itself, in turn: from 1024 up to the start of the
+/// kernel's ephemeral range. Ports inside that range must stay free: a port bound explicitly
+/// (on any address) is skipped by every other process's `connect` when the kernel picks a port,
+/// so 100 k load-generator connections spread over it left the servers' own outgoing
+/// connections (to Redis) without a port (`EADDRNOTAVAIL`).
+fn source_ports() -> std::ops::Range<u32> {
+    static PORTS: std::sync::OnceLock<std::ops::Range<u32>> = std::sync::OnceLock::new();
+    PORTS
+        .get_or_init(|| {
+            let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok())
+                .filter(|start| *start > 2048)
+                .unwrap_or(32_768);
+            1024..ephemeral_start
+        })
+        .clone()
+}
 
 /// The next source port to try; each process starts somewhere else in the range.
 fn next_source_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let span = SOURCE_PORTS.end - SOURCE_PORTS.start;
+    let ports = source_ports();
+    let span = ports.end - ports.start;
     let _ = NEXT.compare_exchange(
         u32::MAX,
         std::process::id().wrapping_mul(7919) % span,
@@ -121,8 +138,8 @@ fn next_source_port() -> u16 {
         Ordering::Relaxed,
     );
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    // In range by construction: start + (n mod span) < 65 000.
-    u16::try_from(SOURCE_PORTS.start + n % span).unwrap_or(u16::MAX)
+    // In range by construction: start + (n mod span) is below the ephemeral range.
+    u16::try_from(ports.start + n % span).unwrap_or(u16::MAX)
 }
 
 /// Connect from `source` on a port chosen here rather than by the kernel: binding port 0
