@@ -11,6 +11,13 @@
 //!
 //! [`Conn`] also carries the subscription commands that `subscription` sends.
 //!
+//! The subscription connection reads on a thread of its own ([`ReaderThread`]): a node busy
+//! writing to thousands of sockets gives a task of the main runtime a turn only after every
+//! other ready task, and meanwhile Redis buffers the node's pushes until its pub/sub
+//! output-buffer limit (32 MB by default) makes it close the connection, losing whatever it
+//! held. On its own thread the connection is read as soon as data arrives, and the backlog,
+//! if any, waits in the receiving connections' outboxes, under their slow-consumer bound.
+//!
 //! This module does not decode payloads or know about hub connections; the callbacks and
 //! fallbacks it is given do.
 
@@ -46,6 +53,45 @@ const PUBLISH_BATCH: usize = 1024;
 /// Redis's pace instead of growing the queue.
 const MAX_UNANSWERED_BYTES: usize = 1024 * 1024;
 
+/// A current-thread runtime on a thread of its own that runs the subscription connection's
+/// read task (see the module documentation). Dropping it stops the thread, which closes the
+/// connections it reads.
+struct ReaderThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl ReaderThread {
+    fn start() -> std::io::Result<ReaderThread> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("redis-subscriber".to_owned())
+            .spawn(move || {
+                // Runs the spawned connection tasks until the owner is dropped; dropping
+                // the runtime here (outside any async context) ends them.
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(ReaderThread {
+            handle,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for ReaderThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// Opens connections to the configured Redis.
 pub(crate) struct Connector {
     info: ConnectionInfo,
@@ -57,6 +103,9 @@ pub(crate) struct Connector {
     /// Numbers connections, so a disconnect notice from a connection that was already
     /// replaced is recognised as stale.
     generation: AtomicU64,
+    /// Where connections with pushes (the subscription) are read; `None` if the thread could
+    /// not be started, then they are read on the caller's runtime.
+    reader: Option<ReaderThread>,
 }
 
 /// An open connection; cheap to clone (clones share the socket).
@@ -76,6 +125,11 @@ impl Connector {
             response_timeout: config.response_timeout_value(),
             reconnect_delays: config.reconnect_delays(),
             generation: AtomicU64::new(0),
+            reader: ReaderThread::start()
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "Redis backplane: no thread of its own for the subscription connection; it is read on the application's runtime");
+                })
+                .ok(),
         }
     }
 
@@ -106,7 +160,8 @@ impl Connector {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         // The subscription connection (the one with pushes) times its commands itself,
         // allowing for a backlog of pushes ahead of an answer (see `subscription`).
-        let response_timeout = on_push.is_none().then_some(self.response_timeout);
+        let with_pushes = on_push.is_some();
+        let response_timeout = (!with_pushes).then_some(self.response_timeout);
         let push = move |info: PushInfo| {
             if info.kind == PushKind::Disconnection {
                 let _ = on_disconnect.send(generation);
@@ -115,20 +170,22 @@ impl Connector {
             }
             Ok::<(), ()>(())
         };
-        let open = async {
-            if self.sharded {
-                let client = ClusterClientBuilder::new(vec![self.info.clone()])
+        let (info, sharded) = (self.info.clone(), self.sharded);
+        let (connect_timeout, response_timeout_all) = (self.connect_timeout, self.response_timeout);
+        let open = async move {
+            if sharded {
+                let client = ClusterClientBuilder::new(vec![info])
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .tcp_settings(TcpSettings::default().set_nodelay(true))
-                    .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.response_timeout)
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(response_timeout_all)
                     .push_sender(push)
                     .build()?;
                 Ok(Conn::Cluster(client.get_async_connection().await?))
             } else {
-                let client = Client::open(self.info.clone())?;
+                let client = Client::open(info)?;
                 let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(response_timeout)
                     .set_push_sender(push);
                 Ok(Conn::Single(
@@ -139,13 +196,25 @@ impl Connector {
             }
         };
         // The client's own timeouts cover each step; this bounds the whole handshake.
-        match tokio::time::timeout(self.connect_timeout + Duration::from_millis(500), open).await {
-            Ok(result) => result.map(|conn| (conn, generation)),
-            Err(_) => Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("connecting took longer than {:?}", self.connect_timeout),
-            ))),
-        }
+        let bounded = async move {
+            match tokio::time::timeout(connect_timeout + Duration::from_millis(500), open).await {
+                Ok(result) => result,
+                Err(_) => Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting took longer than {connect_timeout:?}"),
+                ))),
+            }
+        };
+        let opened = match (&self.reader, with_pushes) {
+            // The connection's read task is spawned where it is opened.
+            (Some(reader), true) => reader.handle.spawn(bounded).await.unwrap_or_else(|_| {
+                Err(RedisError::from(std::io::Error::other(
+                    "the subscription connection's thread has stopped",
+                )))
+            }),
+            _ => bounded.await,
+        };
+        opened.map(|conn| (conn, generation))
     }
 
     /// Connects, retrying with exponential backoff until it works or `shutdown` fires.

@@ -78,6 +78,9 @@ struct Inner {
     ack_timeout: Duration,
     shutdown: CancellationToken,
     publisher_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The application's runtime: pushes arrive on the subscription connection's own thread,
+    /// and what they start (waiting for a client's answer) belongs to the application.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Drop for Inner {
@@ -154,6 +157,7 @@ impl RedisHubLifetimeManager {
                 ack_timeout: config.ack_timeout_value(),
                 shutdown: shutdown.clone(),
                 publisher_task: Mutex::new(Some(publisher_task)),
+                runtime: tokio::runtime::Handle::current(),
             }
         });
 
@@ -697,7 +701,7 @@ impl Inner {
         match connection.invoke(invocation_id.clone(), &message) {
             Ok(answer) => {
                 let inner = Arc::downgrade(self);
-                tokio::spawn(async move {
+                self.runtime.spawn(async move {
                     // The answer, or the connection ending first (then no answer can come).
                     let answered = tokio::select! {
                         biased;

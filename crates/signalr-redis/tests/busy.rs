@@ -1,6 +1,6 @@
-//! A node under load: connections arriving together share SUBSCRIBE commands, and a
-//! publish whose answer comes too late is neither delivered twice nor taken as the end of
-//! the connection.
+//! A node under load: connections arriving together share SUBSCRIBE commands, a publish
+//! whose answer comes too late is neither delivered twice nor taken as the end of the
+//! connection, and a node too busy to run its tasks still reads its subscription.
 
 mod common;
 use common::{expect_text, message, next_text, start_server};
@@ -148,4 +148,76 @@ async fn a_publish_answered_late_is_delivered_once() {
         "the publishing connection was rebuilt"
     );
     assert!(node.is_connected());
+}
+
+/// Messages of 16 KiB another node publishes while this node's runtime is blocked: 24 MiB,
+/// more than the loopback socket buffers between Redis and the node hold.
+const BACKLOG_MESSAGES: u64 = 1500;
+
+#[tokio::test]
+async fn a_node_too_busy_to_run_its_tasks_still_reads_its_subscription() {
+    let server = start_server().await;
+    // Redis closes a subscriber as soon as more than 256 KiB wait for it.
+    server
+        .connect()
+        .unwrap()
+        .command(&[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 262144 131072 1",
+        ])
+        .unwrap();
+    let config = RedisConfig::new(server.url()).hub_name("Busy.Hub");
+    let node = RedisHubLifetimeManager::connect(config.clone())
+        .await
+        .unwrap();
+
+    // The other node runs on a runtime of its own and publishes while this test's runtime,
+    // the node's, is blocked: none of the node's tasks can run meanwhile.
+    let publisher = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let other = RedisHubLifetimeManager::connect(config).await.unwrap();
+            let payload = "x".repeat(16 * 1024);
+            for _ in 0..BACKLOG_MESSAGES {
+                other
+                    .send(&Audience::All, &message(&payload))
+                    .await
+                    .unwrap();
+            }
+            for _ in 0..500 {
+                if other.stats().publishes >= BACKLOG_MESSAGES {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                other.stats().publishes,
+                BACKLOG_MESSAGES,
+                "Redis took every publish"
+            );
+        });
+    });
+    publisher.join().expect("the other node published");
+    // Still blocked while Redis pushes what it has to the node.
+    std::thread::sleep(Duration::from_secs(1));
+
+    for _ in 0..500 {
+        if node.stats().messages_received >= BACKLOG_MESSAGES {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let log = server.log_tail();
+    assert!(
+        !log.contains("output buffer limits"),
+        "Redis closed the node's subscription: {log}"
+    );
+    let stats = node.stats();
+    assert_eq!(stats.messages_received, BACKLOG_MESSAGES, "{stats:?}");
+    assert_eq!(stats.reconnects, 0, "{stats:?}");
 }
