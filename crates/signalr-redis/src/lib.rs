@@ -200,7 +200,8 @@
 //! Counters, labelled `hub`, through the `metrics` crate and [`RedisHubLifetimeManager::stats`]:
 //! `signalr_backplane_publishes_total`, `signalr_backplane_publish_errors_total`,
 //! `signalr_backplane_messages_received_total`, `signalr_backplane_reconnects_total`,
-//! `signalr_backplane_lost_messages_total`, `signalr_backplane_decode_errors_total`;
+//! `signalr_backplane_lost_messages_total`, `signalr_backplane_decode_errors_total`,
+//! `signalr_backplane_dropped_messages_total`;
 //! and the gauge `signalr_backplane_connected` (1 while both Redis connections are up).
 //! The handles are registered when the manager connects: install the `metrics` recorder
 //! (e.g. `signalr_server::observability::install_prometheus`) before that. Give the hub

@@ -8,7 +8,7 @@
 //! `envelope`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -78,9 +78,6 @@ struct Inner {
     ack_timeout: Duration,
     shutdown: CancellationToken,
     publisher_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The application's runtime: pushes arrive on the subscription connection's own thread,
-    /// and what they start (waiting for a client's answer) belongs to the application.
-    runtime: tokio::runtime::Handle,
 }
 
 impl Drop for Inner {
@@ -119,11 +116,18 @@ impl RedisHubLifetimeManager {
 
         let (group_commands, group_command_rx) = mpsc::unbounded_channel();
         let confirmed = Arc::new(Confirmed::default());
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let weak = weak.clone();
+        let (received_tx, received_rx) = mpsc::unbounded_channel();
+        let received = Arc::new(Received {
+            queue: received_tx,
+            bytes: AtomicUsize::new(0),
+            overflowing: AtomicBool::new(false),
+            counters: counters.clone(),
+        });
+        let inner = Arc::new({
+            let received = received.clone();
             let subscriber = Arc::new(Subscriber::new(
                 connector.clone(),
-                Arc::new(move |push| on_push(&weak, push)),
+                Arc::new(move |push| received.push(push)),
                 counters.clone(),
                 link.clone(),
                 confirmed.clone(),
@@ -157,7 +161,6 @@ impl RedisHubLifetimeManager {
                 ack_timeout: config.ack_timeout_value(),
                 shutdown: shutdown.clone(),
                 publisher_task: Mutex::new(Some(publisher_task)),
-                runtime: tokio::runtime::Handle::current(),
             }
         });
 
@@ -178,6 +181,12 @@ impl RedisHubLifetimeManager {
         tokio::spawn(apply_group_commands(
             Arc::downgrade(&inner),
             group_command_rx,
+        ));
+        tokio::spawn(hand_over(
+            Arc::downgrade(&inner),
+            received,
+            received_rx,
+            shutdown.clone(),
         ));
         tracing::info!(
             endpoint = %inner.endpoint,
@@ -628,7 +637,7 @@ impl Inner {
     }
 
     // -----------------------------------------------------------------------------------
-    // Receiving (on the subscription connection's read task: never wait here)
+    // Receiving (on the hand-over task: never wait here)
     // -----------------------------------------------------------------------------------
 
     fn on_message(self: &Arc<Self>, channel: &[u8], payload: Bytes) {
@@ -701,7 +710,7 @@ impl Inner {
         match connection.invoke(invocation_id.clone(), &message) {
             Ok(answer) => {
                 let inner = Arc::downgrade(self);
-                self.runtime.spawn(async move {
+                tokio::spawn(async move {
                     // The answer, or the connection ending first (then no answer can come).
                     let answered = tokio::select! {
                         biased;
@@ -798,23 +807,91 @@ impl Inner {
     }
 }
 
-/// The push callback of the subscription connection.
-fn on_push(inner: &Weak<Inner>, push: PushInfo) {
-    if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
-        return;
-    }
-    let Some(inner) = inner.upgrade() else {
-        return;
-    };
-    let mut data = push.data.into_iter();
-    match (
-        data.next().and_then(into_bytes),
-        data.next().and_then(into_bytes),
-    ) {
-        (Some(channel), Some(payload)) => inner.on_message(&channel, payload),
-        _ => {
-            inner.counters.decode_errors(1);
+/// Bytes of received messages waiting for [`hand_over`] above which more are dropped
+/// (counted, logged): a node that cannot keep up loses messages instead of memory without
+/// bound. Redis closes a subscriber at half of this by default.
+const MAX_RECEIVED_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
+
+/// Messages read from the subscription connection, on the Redis connections' own thread,
+/// waiting for [`hand_over`] on the application's runtime. Handing them over there rather
+/// than on the reading thread keeps the wake-ups of the receiving connections' tasks local
+/// to the runtime (a broadcast wakes every connection of the node).
+struct Received {
+    queue: mpsc::UnboundedSender<(Bytes, Bytes)>,
+    /// Channel and payload bytes in `queue`.
+    bytes: AtomicUsize,
+    /// Dropping messages since the backlog went over its bound (logged once per episode).
+    overflowing: AtomicBool,
+    counters: Arc<Counters>,
+}
+
+impl Received {
+    /// The push callback of the subscription connection: never waits.
+    fn push(&self, push: PushInfo) {
+        if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
+            return;
+        }
+        let mut data = push.data.into_iter();
+        let (Some(channel), Some(payload)) = (
+            data.next().and_then(into_bytes),
+            data.next().and_then(into_bytes),
+        ) else {
+            self.counters.decode_errors(1);
             tracing::warn!("Redis backplane: a pub/sub message without channel or payload");
+            return;
+        };
+        let size = channel.len() + payload.len();
+        if self.bytes.load(Ordering::Relaxed) + size > MAX_RECEIVED_BACKLOG_BYTES {
+            self.counters.dropped_messages(1);
+            if !self.overflowing.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    limit = MAX_RECEIVED_BACKLOG_BYTES,
+                    "Redis backplane: this node is not keeping up with the messages it receives; \
+                     dropping them until its backlog has shrunk"
+                );
+            }
+            return;
+        }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        // Fails only once the manager is gone.
+        let _ = self.queue.send((channel, payload));
+    }
+}
+
+/// Hands received messages to this node's connections, in arrival order, on the
+/// application's runtime.
+async fn hand_over(
+    inner: Weak<Inner>,
+    received: Arc<Received>,
+    mut queue: mpsc::UnboundedReceiver<(Bytes, Bytes)>,
+    shutdown: CancellationToken,
+) {
+    const BATCH: usize = 64;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            count = queue.recv_many(&mut batch, BATCH) => if count == 0 {
+                return;
+            },
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        for (channel, payload) in batch.drain(..) {
+            received
+                .bytes
+                .fetch_sub(channel.len() + payload.len(), Ordering::Relaxed);
+            inner.on_message(&channel, payload);
+        }
+        if received.overflowing.load(Ordering::Relaxed)
+            && received.bytes.load(Ordering::Relaxed) < MAX_RECEIVED_BACKLOG_BYTES / 2
+        {
+            received.overflowing.store(false, Ordering::Relaxed);
+            tracing::warn!(
+                "Redis backplane: this node has caught up with the messages it receives"
+            );
         }
     }
 }

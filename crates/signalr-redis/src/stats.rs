@@ -33,6 +33,10 @@ pub struct BackplaneStats {
     /// Payloads received that could not be decoded, or named no hub protocol this server
     /// speaks (`signalr_backplane_decode_errors_total`). Each is logged and skipped.
     pub decode_errors: u64,
+    /// Messages received from Redis and dropped because this node's backlog of received
+    /// messages not yet handed to its connections was over its bound (64 MiB): the node is
+    /// not keeping up (`signalr_backplane_dropped_messages_total`).
+    pub dropped_messages: u64,
 }
 
 macro_rules! counters {
@@ -74,6 +78,7 @@ counters! {
     reconnects => "signalr_backplane_reconnects_total",
     lost_messages => "signalr_backplane_lost_messages_total",
     decode_errors => "signalr_backplane_decode_errors_total",
+    dropped_messages => "signalr_backplane_dropped_messages_total",
 }
 
 impl std::fmt::Debug for Counters {

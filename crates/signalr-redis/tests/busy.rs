@@ -150,14 +150,44 @@ async fn a_publish_answered_late_is_delivered_once() {
     assert!(node.is_connected());
 }
 
-/// Messages of 16 KiB another node publishes while this node's runtime is blocked: 24 MiB,
-/// more than the loopback socket buffers between Redis and the node hold.
-const BACKLOG_MESSAGES: u64 = 1500;
+/// Publishes `messages` of 16 KiB to everyone from another node, on a runtime of its own,
+/// while blocking the calling thread (and so the runtime of the node under test) until Redis
+/// has taken them all and a second more has passed.
+fn publish_while_blocked(config: RedisConfig, messages: u64) {
+    let publisher = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let other = RedisHubLifetimeManager::connect(config).await.unwrap();
+            let payload = "x".repeat(16 * 1024);
+            for _ in 0..messages {
+                other
+                    .send(&Audience::All, &message(&payload))
+                    .await
+                    .unwrap();
+            }
+            for _ in 0..1000 {
+                if other.stats().publishes >= messages {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                other.stats().publishes,
+                messages,
+                "Redis took every publish"
+            );
+        });
+    });
+    publisher.join().expect("the other node published");
+    // Still blocked while Redis pushes what it has to the node.
+    std::thread::sleep(Duration::from_secs(1));
+}
 
-#[tokio::test]
-async fn a_node_too_busy_to_run_its_tasks_still_reads_its_subscription() {
-    let server = start_server().await;
-    // Redis closes a subscriber as soon as more than 256 KiB wait for it.
+/// Redis closes a subscriber as soon as more than 256 KiB wait for it.
+fn strict_output_limit(server: &RedisServer) {
     server
         .connect()
         .unwrap()
@@ -168,56 +198,73 @@ async fn a_node_too_busy_to_run_its_tasks_still_reads_its_subscription() {
             "pubsub 262144 131072 1",
         ])
         .unwrap();
+}
+
+/// Waits (≤ 10 s) until the node has handled or dropped `messages` messages from Redis.
+async fn settle(node: &RedisHubLifetimeManager, messages: u64) {
+    for _ in 0..1000 {
+        let stats = node.stats();
+        if stats.messages_received + stats.dropped_messages >= messages {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_too_busy_to_run_its_tasks_still_reads_its_subscription() {
+    // 24 MiB, more than the loopback socket buffers between Redis and the node hold.
+    const MESSAGES: u64 = 1500;
+    let server = start_server().await;
+    strict_output_limit(&server);
     let config = RedisConfig::new(server.url()).hub_name("Busy.Hub");
     let node = RedisHubLifetimeManager::connect(config.clone())
         .await
         .unwrap();
 
-    // The other node runs on a runtime of its own and publishes while this test's runtime,
-    // the node's, is blocked: none of the node's tasks can run meanwhile.
-    let publisher = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let other = RedisHubLifetimeManager::connect(config).await.unwrap();
-            let payload = "x".repeat(16 * 1024);
-            for _ in 0..BACKLOG_MESSAGES {
-                other
-                    .send(&Audience::All, &message(&payload))
-                    .await
-                    .unwrap();
-            }
-            for _ in 0..500 {
-                if other.stats().publishes >= BACKLOG_MESSAGES {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert_eq!(
-                other.stats().publishes,
-                BACKLOG_MESSAGES,
-                "Redis took every publish"
-            );
-        });
-    });
-    publisher.join().expect("the other node published");
-    // Still blocked while Redis pushes what it has to the node.
-    std::thread::sleep(Duration::from_secs(1));
+    publish_while_blocked(config, MESSAGES);
 
-    for _ in 0..500 {
-        if node.stats().messages_received >= BACKLOG_MESSAGES {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    settle(&node, MESSAGES).await;
     let log = server.log_tail();
     assert!(
         !log.contains("output buffer limits"),
         "Redis closed the node's subscription: {log}"
     );
     let stats = node.stats();
-    assert_eq!(stats.messages_received, BACKLOG_MESSAGES, "{stats:?}");
+    assert_eq!(stats.messages_received, MESSAGES, "{stats:?}");
+    assert_eq!(stats.dropped_messages, 0, "{stats:?}");
     assert_eq!(stats.reconnects, 0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_backlog_over_its_bound_drops_messages_and_keeps_the_subscription() {
+    // 96 MiB while the node's runtime is blocked: more than its 64 MiB backlog bound.
+    const MESSAGES: u64 = 6000;
+    let server = start_server().await;
+    strict_output_limit(&server);
+    let config = RedisConfig::new(server.url()).hub_name("Busy.Hub");
+    let node = RedisHubLifetimeManager::connect(config.clone())
+        .await
+        .unwrap();
+
+    publish_while_blocked(config.clone(), MESSAGES);
+
+    settle(&node, MESSAGES).await;
+    let stats = node.stats();
+    assert!(stats.dropped_messages > 0, "{stats:?}");
+    assert_eq!(
+        stats.messages_received + stats.dropped_messages,
+        MESSAGES,
+        "every message was handed over or dropped: {stats:?}"
+    );
+    assert_eq!(stats.reconnects, 0, "{stats:?}");
+    let log = server.log_tail();
+    assert!(!log.contains("output buffer limits"), "{log}");
+
+    // Caught up: what comes next is delivered.
+    let mut client = TestClient::new("c0", None, Protocol::Json);
+    node.on_connected(client.connection()).await.unwrap();
+    let other = RedisHubLifetimeManager::connect(config).await.unwrap();
+    other.send(&Audience::All, &message("after")).await.unwrap();
+    expect_text(&mut client, "after").await;
 }
