@@ -128,10 +128,15 @@
 //! flushes before it sends an invocation's Completion, so a client holding a result knows
 //! what the method sent is on its way.
 //!
-//! Incoming messages are handled on the subscribing connection's read task: the
-//! envelope is decoded and the frames are queued for local connections, which never
-//! waits (a connection's outbound queue is bounded in bytes and a slow client is closed,
-//! never waited for), and nothing is dropped on the way. Frames are forwarded as they
+//! The connections to Redis are read on a thread of the manager's own, so a node busy with
+//! its clients still reads its subscription as fast as Redis sends (Redis closes a
+//! subscriber that falls 32 MB behind, by default). Incoming messages wait there in a queue
+//! for one task of the application's runtime, which decodes each envelope and queues the
+//! frames for local connections; that never waits (a connection's outbound queue is
+//! bounded in bytes and a slow client is closed, never waited for). The queue holds up to
+//! 64 MiB: a node that falls further behind drops what arrives, counts it
+//! (`signalr_backplane_dropped_messages_total`), logs it and keeps its subscription, so
+//! what comes after is delivered. Frames are forwarded as they
 //! came; a client whose protocol is missing from a .NET node's envelope gets the message
 //! transcoded from another protocol instead of being dropped. A payload that cannot be
 //! decoded is logged, counted and skipped.
