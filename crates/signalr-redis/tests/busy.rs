@@ -5,6 +5,7 @@
 mod common;
 use common::{expect_text, message, next_text, start_server};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use signalr_redis::testing::{RedisServer, Reply};
@@ -186,8 +187,9 @@ fn publish_while_blocked(config: RedisConfig, messages: u64) {
     std::thread::sleep(Duration::from_secs(1));
 }
 
-/// Redis closes a subscriber as soon as more than 256 KiB wait for it.
-fn strict_output_limit(server: &RedisServer) {
+/// A node on a Redis that closes a subscriber as soon as more than 256 KiB wait for it.
+async fn strict_node() -> (Arc<RedisServer>, RedisConfig, Arc<RedisHubLifetimeManager>) {
+    let server = start_server().await;
     server
         .connect()
         .unwrap()
@@ -198,6 +200,11 @@ fn strict_output_limit(server: &RedisServer) {
             "pubsub 262144 131072 1",
         ])
         .unwrap();
+    let config = RedisConfig::new(server.url()).hub_name("Busy.Hub");
+    let node = RedisHubLifetimeManager::connect(config.clone())
+        .await
+        .unwrap();
+    (server, config, node)
 }
 
 /// Waits (≤ 10 s) until the node has handled or dropped `messages` messages from Redis.
@@ -215,12 +222,7 @@ async fn settle(node: &RedisHubLifetimeManager, messages: u64) {
 async fn a_node_too_busy_to_run_its_tasks_still_reads_its_subscription() {
     // 24 MiB, more than the loopback socket buffers between Redis and the node hold.
     const MESSAGES: u64 = 1500;
-    let server = start_server().await;
-    strict_output_limit(&server);
-    let config = RedisConfig::new(server.url()).hub_name("Busy.Hub");
-    let node = RedisHubLifetimeManager::connect(config.clone())
-        .await
-        .unwrap();
+    let (server, config, node) = strict_node().await;
 
     publish_while_blocked(config, MESSAGES);
 
@@ -240,12 +242,7 @@ async fn a_node_too_busy_to_run_its_tasks_still_reads_its_subscription() {
 async fn a_backlog_over_its_bound_drops_messages_and_keeps_the_subscription() {
     // 96 MiB while the node's runtime is blocked: more than its 64 MiB backlog bound.
     const MESSAGES: u64 = 6000;
-    let server = start_server().await;
-    strict_output_limit(&server);
-    let config = RedisConfig::new(server.url()).hub_name("Busy.Hub");
-    let node = RedisHubLifetimeManager::connect(config.clone())
-        .await
-        .unwrap();
+    let (server, config, node) = strict_node().await;
 
     publish_while_blocked(config.clone(), MESSAGES);
 
