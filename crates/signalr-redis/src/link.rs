@@ -15,8 +15,8 @@
 //! writing to thousands of sockets gives a task of the main runtime a turn only after every
 //! other ready task, and meanwhile Redis buffers the node's pushes until its pub/sub
 //! output-buffer limit (32 MB by default) makes it close the connection, losing whatever it
-//! held. On its own thread the connection is read as soon as data arrives, and the backlog,
-//! if any, waits in the receiving connections' outboxes, under their slow-consumer bound.
+//! held. On its own thread the connection is read as soon as data arrives; the push callback
+//! it is given queues the backlog, if any, on the node's side (see `manager`).
 //!
 //! This module does not decode payloads or know about hub connections; the callbacks and
 //! fallbacks it is given do.
@@ -161,7 +161,6 @@ impl Connector {
         // The subscription connection (the one with pushes) times its commands itself,
         // allowing for a backlog of pushes ahead of an answer (see `subscription`).
         let with_pushes = on_push.is_some();
-        let response_timeout = (!with_pushes).then_some(self.response_timeout);
         let push = move |info: PushInfo| {
             if info.kind == PushKind::Disconnection {
                 let _ = on_disconnect.send(generation);
@@ -171,14 +170,14 @@ impl Connector {
             Ok::<(), ()>(())
         };
         let (info, sharded) = (self.info.clone(), self.sharded);
-        let (connect_timeout, response_timeout_all) = (self.connect_timeout, self.response_timeout);
+        let (connect_timeout, response_timeout) = (self.connect_timeout, self.response_timeout);
         let open = async move {
             if sharded {
                 let client = ClusterClientBuilder::new(vec![info])
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .tcp_settings(TcpSettings::default().set_nodelay(true))
                     .connection_timeout(connect_timeout)
-                    .response_timeout(response_timeout_all)
+                    .response_timeout(response_timeout)
                     .push_sender(push)
                     .build()?;
                 Ok(Conn::Cluster(client.get_async_connection().await?))
@@ -186,7 +185,7 @@ impl Connector {
                 let client = Client::open(info)?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
-                    .set_response_timeout(response_timeout)
+                    .set_response_timeout((!with_pushes).then_some(response_timeout))
                     .set_push_sender(push);
                 Ok(Conn::Single(
                     client

@@ -169,12 +169,7 @@ fn publish_while_blocked(config: RedisConfig, messages: u64) {
                     .await
                     .unwrap();
             }
-            for _ in 0..1000 {
-                if other.stats().publishes >= messages {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            within_10s(|| other.stats().publishes >= messages).await;
             assert_eq!(
                 other.stats().publishes,
                 messages,
@@ -207,15 +202,23 @@ async fn strict_node() -> (Arc<RedisServer>, RedisConfig, Arc<RedisHubLifetimeMa
     (server, config, node)
 }
 
-/// Waits (≤ 10 s) until the node has handled or dropped `messages` messages from Redis.
-async fn settle(node: &RedisHubLifetimeManager, messages: u64) {
+/// Waits until `done` holds, for 10 s at most; the caller asserts what it expected.
+async fn within_10s(mut done: impl FnMut() -> bool) {
     for _ in 0..1000 {
-        let stats = node.stats();
-        if stats.messages_received + stats.dropped_messages >= messages {
+        if done() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits (≤ 10 s) until the node has handled or dropped `messages` messages from Redis.
+async fn settle(node: &RedisHubLifetimeManager, messages: u64) {
+    within_10s(|| {
+        let stats = node.stats();
+        stats.messages_received + stats.dropped_messages >= messages
+    })
+    .await;
 }
 
 #[tokio::test]
