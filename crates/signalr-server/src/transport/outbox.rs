@@ -36,9 +36,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
+use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 /// Why a frame was not queued.
@@ -81,10 +83,17 @@ pub enum Write {
 pub struct Outbox {
     /// The queue itself. A std mutex: it is held only to push or pop, never across an await.
     state: Mutex<State>,
-    /// Wakes the writer when the queue goes from empty to non-empty or closes.
-    notify: Notify,
+    /// Wakes the writer when the queue goes from empty to non-empty or closes. There is one
+    /// writer at a time (the transport), and a newer writer's registration replaces an older
+    /// one's. The writer checks the queue after registering, so a wake-up is never lost; an
+    /// `AtomicWaker` costs a delivery no lock, where a `Notify` locks its waiter list both to
+    /// register and to wake.
+    writer: AtomicWaker,
     /// Wakes producers that wait for room (streams pace themselves on the writer).
     drained: Notify,
+    /// Producers inside [`Outbox::wait_for_room`]: the writer wakes `drained` only when there
+    /// are some, instead of taking its lock on every write.
+    room_waiters: AtomicUsize,
     /// Upper bound of queued bytes before the connection counts as a slow consumer.
     max_buffered_bytes: usize,
     /// Whether frames are binary (MessagePack) rather than text (JSON). Set at the handshake,
@@ -148,8 +157,9 @@ impl Outbox {
     pub fn new(max_buffered_bytes: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
+            writer: AtomicWaker::new(),
             drained: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
             max_buffered_bytes,
             binary: AtomicBool::new(false),
         }
@@ -187,7 +197,7 @@ impl Outbox {
             state.closed = true;
             state.overflowed = true;
             drop(state);
-            self.notify.notify_one();
+            self.writer.wake();
             return Err(PushError::Full);
         }
         let was_empty = state.frames.is_empty();
@@ -203,7 +213,7 @@ impl Outbox {
         state.frames.push_back(Frame { bytes: frame, seq });
         drop(state);
         if was_empty {
-            self.notify.notify_one();
+            self.writer.wake();
         }
         Ok(())
     }
@@ -247,7 +257,7 @@ impl Outbox {
         drop(state);
         if freed && waiting {
             // The writer may have stopped at the replay bound.
-            self.notify.notify_one();
+            self.writer.wake();
         }
     }
 
@@ -259,7 +269,7 @@ impl Outbox {
             replay.resume = true;
         }
         drop(state);
-        self.notify.notify_one();
+        self.writer.wake();
     }
 
     /// Unacknowledged trackable frames held for replay (count, bytes).
@@ -286,7 +296,7 @@ impl Outbox {
         }
         state.closed = true;
         drop(state);
-        self.notify.notify_one();
+        self.writer.wake();
     }
 
     /// Close the outbox without a last frame.
@@ -302,8 +312,8 @@ impl Outbox {
         state.bytes = 0;
         state.replay = None;
         drop(state);
-        self.notify.notify_one();
-        self.drained.notify_waiters();
+        self.writer.wake();
+        self.wake_producers();
     }
 
     /// The most bytes that may be queued.
@@ -315,6 +325,8 @@ impl Outbox {
     /// wait (a stream) uses this to go at the pace of the client instead of overflowing the
     /// queue.
     pub async fn wait_for_room(&self, bytes: usize) {
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = RoomWaiter(&self.room_waiters);
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
@@ -374,25 +386,40 @@ impl Outbox {
         out: &mut BytesMut,
         max_bytes: usize,
     ) -> (Batch, usize) {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(batch) = self.take(out, max_bytes) {
-                return batch;
-            }
-            notified.await;
-        }
+        self.writer_wait(|outbox| outbox.take(out, max_bytes)).await
     }
 
     /// Like [`Outbox::next_batch`], but hands over a lone queued frame as it is: a broadcast
     /// frame shared by every connection is written without being copied, and no buffer is
     /// allocated for it. Several queued frames are concatenated in `scratch`.
     pub async fn next_write(&self, scratch: &mut BytesMut, max_bytes: usize) -> Write {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(write) = self.try_next_write(scratch, max_bytes) {
-                return write;
+        self.writer_wait(|outbox| outbox.try_next_write(scratch, max_bytes))
+            .await
+    }
+
+    /// Resolves with the first `Some` of `attempt`, asked again whenever the writer is woken.
+    async fn writer_wait<T>(&self, mut attempt: impl FnMut(&Outbox) -> Option<T>) -> T {
+        std::future::poll_fn(|cx| {
+            if let Some(found) = attempt(self) {
+                return Poll::Ready(found);
             }
-            notified.await;
+            self.writer.register(cx.waker());
+            // Pushed between the first attempt and the registration: that push's wake-up
+            // may have gone to the previous waker.
+            match attempt(self) {
+                Some(found) => Poll::Ready(found),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Wakes producers waiting for room, if there are any.
+    fn wake_producers(&self) {
+        // Pairs with the increment in `wait_for_room`, which comes before the waiter looks at
+        // the queue under the lock: a waiter that saw the queue too full is counted here.
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+            self.drained.notify_waiters();
         }
     }
 
@@ -411,13 +438,9 @@ impl Outbox {
                 };
             if lone && let Some(frame) = state.frames.pop_front() {
                 state.bytes -= frame.bytes.len();
-                let more = !state.frames.is_empty();
                 release_if_drained(&mut state.frames);
                 drop(state);
-                if more {
-                    self.notify.notify_one();
-                }
-                self.drained.notify_waiters();
+                self.wake_producers();
                 return Some(Write::Bytes {
                     data: frame.bytes,
                     frames: 1,
@@ -459,6 +482,8 @@ impl Outbox {
             frames = 1 + replay.unacked.len();
             taken = 1;
         }
+        // One allocation for the batch instead of a doubling series of them.
+        out.reserve(state.bytes.min(max_bytes));
         let mut dequeued = 0;
         while let Some(frame) = state.frames.front() {
             if taken > 0 && taken + frame.bytes.len() > max_bytes {
@@ -488,13 +513,8 @@ impl Outbox {
             return (state.frames.is_empty() && state.closed).then_some((Batch::Closed, 0));
         }
         state.bytes -= dequeued;
-        let more = !state.frames.is_empty();
         release_if_drained(&mut state.frames);
-        if more {
-            // Leave a permit so the next call does not wait for frames already queued.
-            self.notify.notify_one();
-        }
-        self.drained.notify_waiters();
+        self.wake_producers();
         Some((Batch::Frames, frames))
     }
 
@@ -504,6 +524,15 @@ impl Outbox {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Counts a producer out of [`Outbox::wait_for_room`] however it leaves (also when dropped).
+struct RoomWaiter<'a>(&'a AtomicUsize);
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -520,6 +549,8 @@ pub(super) fn release_if_drained<T>(queue: &mut VecDeque<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::task::Context;
 
     fn frame(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -690,5 +721,45 @@ mod tests {
             .expect("writer woke")
             .unwrap();
         assert_eq!(&out[..], b"hi");
+    }
+
+    #[test]
+    fn a_newer_writer_is_the_one_woken() {
+        // A stateful connection's new socket starts waiting while the old one may still be
+        // registered: the push must wake the new one.
+        let outbox = Outbox::new(64);
+        let (mut old_out, mut new_out) = (BytesMut::new(), BytesMut::new());
+        let mut old = Box::pin(outbox.next_batch(&mut old_out, 64));
+        let mut new = Box::pin(outbox.next_batch(&mut new_out, 64));
+        let old_woken = std::sync::Arc::new(Woken::default());
+        let new_woken = std::sync::Arc::new(Woken::default());
+        let old_waker = std::task::Waker::from(old_woken.clone());
+        let new_waker = std::task::Waker::from(new_woken.clone());
+        assert!(
+            old.as_mut()
+                .poll(&mut Context::from_waker(&old_waker))
+                .is_pending()
+        );
+        assert!(
+            new.as_mut()
+                .poll(&mut Context::from_waker(&new_waker))
+                .is_pending()
+        );
+        outbox.push(frame("hi")).unwrap();
+        assert!(new_woken.0.load(Ordering::SeqCst));
+        assert!(!old_woken.0.load(Ordering::SeqCst));
+        let polled = new.as_mut().poll(&mut Context::from_waker(&new_waker));
+        assert_eq!(polled, Poll::Ready(Batch::Frames));
+        drop(new);
+        assert_eq!(&new_out[..], b"hi");
+    }
+
+    #[derive(Default)]
+    struct Woken(AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
     }
 }

@@ -188,7 +188,7 @@ pub(crate) fn accept(
                     .as_ref()
                     .map(|(_, _, let_go)| let_go.clone())
                     .unwrap_or_default();
-                let ended = run(&endpoint, &mut ws, inbound, &outbox, &let_go).await;
+                let ended = run(&endpoint, &mut ws, inbound, &outbox, &let_go, stateful).await;
                 match (token, socket) {
                     (Some(token), Some((entry, number, _))) => {
                         // A socket that dropped without a close keeps a replaying connection
@@ -227,6 +227,7 @@ async fn run(
     inbound: InboundSender,
     outbox: &Outbox,
     let_go: &CancellationToken,
+    stateful: bool,
 ) -> Ended {
     let options = &endpoint.options;
     let metrics = &endpoint.lifecycle.metrics;
@@ -237,10 +238,14 @@ async fn run(
     let mut failure: Option<TransportError> = None;
     // False once the read side is finished (error): writes continue until the outbox closes.
     let mut reading = true;
+    // Only a stateful connection's socket can be taken over (`activate_socket`). The branch is
+    // off for the others: every turn of the loop would otherwise ask the token, which locks.
+    let taken_over = let_go.cancelled();
+    tokio::pin!(taken_over);
     let ended = loop {
         tokio::select! {
             biased;
-            () = let_go.cancelled() => break Ended::TakenOver,
+            () = &mut taken_over, if stateful => break Ended::TakenOver,
             next = outbox.next_write(&mut batch, options.max_write_batch_bytes) => match next {
                 Write::Bytes { data, frames } => {
                     metrics.sent(TransportType::WebSockets, data.len(), frames);
