@@ -137,9 +137,58 @@ struct Frame {
     seq: Option<u64>,
 }
 
+/// The queued frames, in order: the first in place, the rest in a deque. Most connections are
+/// sent one message at a time and write it before the next arrives; they never allocate for
+/// their queue (a deque's buffer, freed when drained so that idle connections do not keep it,
+/// cost such a connection a malloc and a free per message).
+#[derive(Debug, Default)]
+struct Queue {
+    first: Option<Frame>,
+    /// Empty while `first` is `None`.
+    rest: VecDeque<Frame>,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn front(&self) -> Option<&Frame> {
+        self.first.as_ref()
+    }
+
+    fn second(&self) -> Option<&Frame> {
+        self.rest.front()
+    }
+
+    fn push_back(&mut self, frame: Frame) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Frame> {
+        let first = self.first.take();
+        self.first = self.rest.pop_front();
+        first
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+    }
+
+    /// See [`release_if_drained`].
+    fn release_if_drained(&mut self) {
+        release_if_drained(&mut self.rest);
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Frame>,
+    frames: Queue,
     /// Sum of the lengths of `frames`.
     bytes: usize,
     /// No more frames are accepted; the writer drains what is left and stops.
@@ -429,7 +478,7 @@ impl Outbox {
             let mut state = self.lock();
             // Replay keeps its own bookkeeping of what is written: that takes the general path.
             let lone = state.replay.is_none()
-                && match (state.frames.front(), state.frames.get(1)) {
+                && match (state.frames.front(), state.frames.second()) {
                     (Some(_), None) => true,
                     (Some(first), Some(second)) => {
                         first.bytes.len() + second.bytes.len() > max_bytes
@@ -438,7 +487,7 @@ impl Outbox {
                 };
             if lone && let Some(frame) = state.frames.pop_front() {
                 state.bytes -= frame.bytes.len();
-                release_if_drained(&mut state.frames);
+                state.frames.release_if_drained();
                 drop(state);
                 self.wake_producers();
                 return Some(Write::Bytes {
@@ -513,7 +562,7 @@ impl Outbox {
             return (state.frames.is_empty() && state.closed).then_some((Batch::Closed, 0));
         }
         state.bytes -= dequeued;
-        release_if_drained(&mut state.frames);
+        state.frames.release_if_drained();
         self.wake_producers();
         Some((Batch::Frames, frames))
     }
