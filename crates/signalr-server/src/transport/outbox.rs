@@ -498,7 +498,9 @@ impl Outbox {
         }
         match self.take(scratch, max_bytes)? {
             (Batch::Frames, frames) => Some(Write::Bytes {
-                data: scratch.split().freeze(),
+                // The whole buffer, not a split of it: the writer may take the allocation
+                // back once the transport is done with it (see the WebSocket transport).
+                data: std::mem::take(scratch).freeze(),
                 frames,
             }),
             (Batch::Closed, _) => Some(Write::Closed),

@@ -249,6 +249,12 @@ async fn run(
             next = outbox.next_write(&mut batch, options.max_write_batch_bytes) => match next {
                 Write::Bytes { data, frames } => {
                     metrics.sent(TransportType::WebSockets, data.len(), frames);
+                    // Several frames were copied into `batch`'s buffer. tungstenite copies them
+                    // again and lets go, so the buffer can serve the next batch while frames
+                    // keep coming: a fresh one per write (up to `max_write_batch_bytes`) made
+                    // the allocator hand pages back and fault them in again, a quarter of the
+                    // server's time at W5 saturation. An idle connection keeps none.
+                    let reusable = (frames > 1).then(|| data.clone());
                     let message = if outbox.is_binary() {
                         Message::Binary(data)
                     } else {
@@ -262,6 +268,13 @@ async fn run(
                     };
                     if socket.send(message).await.is_err() {
                         break Ended::Dropped;
+                    }
+                    if let Some(used) = reusable
+                        && outbox.buffered_bytes() > 0
+                        && let Ok(mut buffer) = used.try_into_mut()
+                    {
+                        buffer.clear();
+                        batch = buffer;
                     }
                 }
                 Write::Closed => break Ended::ClosedByServer,
