@@ -13,8 +13,9 @@ pub struct HubOptions {
     pub name: String,
     /// How long a client has to send its handshake. Default: 15 s.
     pub handshake_timeout: Duration,
-    /// Interval of the server's keep-alive pings. Must stay well below the clients' server
-    /// timeout (30 s by default). Default: 15 s.
+    /// A connection sent nothing for this long is sent a keep-alive Ping (a connection that
+    /// keeps receiving messages needs none). Must stay well below the clients' server timeout
+    /// (30 s by default). Default: 15 s.
     pub keep_alive_interval: Duration,
     /// A client that pinged once and then sends nothing for this long is disconnected.
     /// Default: 30 s.

@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Client, WAIT, error_text, result_string, start_test_hub};
-use signalr_server::protocol::{CompletionResult, HubMessage, Protocol};
+use signalr_server::HubArguments;
+use signalr_server::protocol::{Arguments, CompletionResult, HubMessage, Invocation, Protocol};
 
 /// Results, void methods and case-insensitive method names, in both protocols.
 #[tokio::test]
@@ -244,6 +245,40 @@ async fn keep_alive_pings_arrive() {
         assert_eq!(client.recv().await, Some(HubMessage::Ping));
     }
     assert!(started.elapsed() < WAIT);
+}
+
+/// A connection that is sent something more often than the keep-alive interval gets no
+/// pings; once nothing is sent for an interval, a ping comes again.
+#[tokio::test]
+async fn busy_connections_are_not_pinged() {
+    let interval = Duration::from_millis(200);
+    let addr = start_test_hub(|o| o.keep_alive_interval = interval).await;
+    let mut client = Client::connect(addr, "/hub", Protocol::Json).await;
+    // Six intervals of traffic, a Completion every quarter interval.
+    for i in 0..24 {
+        let echo = i.to_string();
+        client
+            .send(&HubMessage::Invocation(Invocation {
+                invocation_id: Some(echo.clone()),
+                target: "Echo".to_owned(),
+                arguments: Arguments::Encoded(
+                    (echo.clone(),).encode_arguments(Protocol::Json).unwrap(),
+                ),
+                ..Invocation::default()
+            }))
+            .await;
+        // The next message must be this Completion, not a Ping.
+        match client.recv().await {
+            Some(HubMessage::Completion(completion)) => {
+                assert_eq!(result_string(&completion), echo)
+            }
+            other => panic!("expected the Completion of Echo {echo}, got {other:?}"),
+        }
+        tokio::time::sleep(interval / 4).await;
+    }
+    let quiet = tokio::time::Instant::now();
+    assert_eq!(client.recv().await, Some(HubMessage::Ping));
+    assert!(quiet.elapsed() < WAIT);
 }
 
 /// A client that pinged once and then went silent is closed with a reason and may

@@ -467,11 +467,10 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
 
         // Long polling has its own liveness (the poll cadence): no pings, no client timeout.
         let pings = transport_type != TransportType::LongPolling;
-        let mut keep_alive = tokio::time::interval_at(
-            Instant::now() + options.keep_alive_interval,
-            options.keep_alive_interval,
-        );
-        keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Pings go only to a connection that was sent nothing for a whole interval (the
+        // protocol's rule): a busy connection costs a timer wake-up per interval, not a write.
+        let keep_alive = tokio::time::sleep(options.keep_alive_interval);
+        tokio::pin!(keep_alive);
         let client_timeout = tokio::time::sleep_until(far_future());
         tokio::pin!(client_timeout);
         // Stateful reconnect: acknowledge what was received about once a second, as the
@@ -561,8 +560,15 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                         }
                     }
                 }
-                _ = keep_alive.tick(), if pings => {
-                    let _ = self.connection.send_untracked_frame(protocol.ping_frame());
+                () = &mut keep_alive, if pings => {
+                    let now = Instant::now();
+                    let due = self.connection.outbox().last_write() + options.keep_alive_interval;
+                    if due > now {
+                        keep_alive.as_mut().reset(due);
+                    } else {
+                        let _ = self.connection.send_untracked_frame(protocol.ping_frame());
+                        keep_alive.as_mut().reset(now + options.keep_alive_interval);
+                    }
                 }
                 () = tick(&mut ack_timer), if ack_timer.is_some() => self.send_ack(protocol),
                 () = &mut client_timeout, if timeout_armed && pings => {

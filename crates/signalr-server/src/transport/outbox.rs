@@ -35,13 +35,15 @@
 //! client drops what it had already seen.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +101,10 @@ pub struct Outbox {
     /// Whether frames are binary (MessagePack) rather than text (JSON). Set at the handshake,
     /// read by transports that must choose a frame type (WebSockets).
     binary: AtomicBool,
+    /// When the writer last took frames (or the outbox was made), in milliseconds of
+    /// [`clock_ms`]: keep-alive pings go only to connections sent nothing for an interval.
+    /// Stamped per write, not per push, so a broadcast to thousands costs no clock reads.
+    last_write_ms: AtomicU64,
 }
 
 /// Encodes the Sequence message announcing the id of the next replayed message.
@@ -211,7 +217,18 @@ impl Outbox {
             room_waiters: AtomicUsize::new(0),
             max_buffered_bytes,
             binary: AtomicBool::new(false),
+            last_write_ms: AtomicU64::new(clock_ms()),
         }
+    }
+
+    /// When the writer last took frames to write, or when the outbox was made if it never
+    /// did (to the millisecond, rounded down).
+    pub fn last_write(&self) -> Instant {
+        clock_epoch() + Duration::from_millis(self.last_write_ms.load(Ordering::Relaxed))
+    }
+
+    fn stamp_write(&self) {
+        self.last_write_ms.store(clock_ms(), Ordering::Relaxed);
     }
 
     /// Queue a frame: a trackable message (numbered when replay is on). Never waits.
@@ -490,6 +507,7 @@ impl Outbox {
                 state.frames.release_if_drained();
                 drop(state);
                 self.wake_producers();
+                self.stamp_write();
                 return Some(Write::Bytes {
                     data: frame.bytes,
                     frames: 1,
@@ -566,6 +584,7 @@ impl Outbox {
         state.bytes -= dequeued;
         state.frames.release_if_drained();
         self.wake_producers();
+        self.stamp_write();
         Some((Batch::Frames, frames))
     }
 
@@ -576,6 +595,19 @@ impl Outbox {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The instant [`clock_ms`] counts from: the first time any outbox asked. Tokio's clock, so
+/// that tests with paused time see pings follow it.
+fn clock_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since [`clock_epoch`].
+fn clock_ms() -> u64 {
+    let epoch = clock_epoch();
+    u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Counts a producer out of [`Outbox::wait_for_room`] however it leaves (also when dropped).
