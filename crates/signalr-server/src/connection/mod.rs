@@ -193,6 +193,12 @@ impl HubConnection {
         self.send_frame(frame)
     }
 
+    /// Bring what [`HubConnection::send`] touches first into cache, with plain loads only:
+    /// see [`send_to_each`](crate::lifetime::memory).
+    pub(crate) fn warm(&self) {
+        self.outbox.warm();
+    }
+
     /// Queue one framed message, already in this connection's protocol.
     pub fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
         match self.outbox.push(frame) {

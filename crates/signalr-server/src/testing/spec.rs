@@ -202,6 +202,42 @@ pub async fn single_groups(factory: &impl ManagerFactory) {
     c.expect_nothing(Duration::ZERO).await;
 }
 
+/// A large group (more members than a manager may handle in one batch) gets each message
+/// once per member, with the excluded members skipped wherever they fall.
+pub async fn single_large_group(factory: &impl ManagerFactory) {
+    let nodes = factory.create(1).await;
+    let m = &nodes.managers[0];
+    let mut members = Vec::new();
+    for i in 0..50 {
+        let id = format!("m{i}");
+        members.push(connect(m, &id, None, Protocol::ALL[i % 2]).await);
+        m.add_to_group(&id, "crowd").await.unwrap();
+    }
+    let except: Vec<String> = [0, 15, 16, 31, 49]
+        .iter()
+        .map(|i| format!("m{i}"))
+        .collect();
+    m.send(&Audience::Group("crowd".into()), &message("all"))
+        .await
+        .unwrap();
+    m.send(
+        &Audience::GroupExcept("crowd".into(), except.clone()),
+        &message("most"),
+    )
+    .await
+    .unwrap();
+    for member in &mut members {
+        expect_message(member, "all").await;
+        if !except.iter().any(|e| e == member.id()) {
+            expect_message(member, "most").await;
+        }
+    }
+    for member in &mut members {
+        member.expect_nothing(Duration::ZERO).await;
+    }
+    members[0].expect_nothing(QUIET).await;
+}
+
 /// Group names are case-sensitive.
 pub async fn single_group_names_are_case_sensitive(factory: &impl ManagerFactory) {
     let nodes = factory.create(1).await;
@@ -565,6 +601,7 @@ macro_rules! lifetime_manager_spec {
             single_send_all_except,
             single_send_connections,
             single_groups,
+            single_large_group,
             single_group_names_are_case_sensitive,
             single_users,
             single_disconnect_forgets_the_connection,

@@ -221,6 +221,13 @@ impl Outbox {
         }
     }
 
+    /// Reads the queue's lock word with a plain load, so that a push soon after finds it in
+    /// cache. Used to walk many connections: plain loads of several outboxes overlap, while
+    /// each push's locked instructions wait for every load before them.
+    pub fn warm(&self) {
+        std::hint::black_box(self.state.is_poisoned());
+    }
+
     /// When the writer last took frames to write, or when the outbox was made if it never
     /// did (to the millisecond, rounded down).
     pub fn last_write(&self) -> Instant {
