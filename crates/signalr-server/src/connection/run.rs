@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::HubConnection;
 use crate::error::HubError;
-use crate::hub::extract::InvocationParts;
+use crate::hub::extract::{InvocationCancellation, InvocationParts};
 use crate::hub::handler::MethodOutput;
 use crate::hub::stream::{ItemStream, UploadItem, UploadReceiver};
 use crate::hub::telemetry::HandshakeFailure::{self, Malformed, Timeout, Unsupported};
@@ -332,7 +332,7 @@ async fn run_hook<S>(
         arguments: Vec::new().into_iter(),
         position: 0,
         uploads: Vec::new().into_iter(),
-        cancellation: connection.closed_token(),
+        cancellation: InvocationCancellation::Ready(connection.closed_token()),
     };
     let detailed = hub.core.options.detailed_errors;
     let generic = "Connection closed with an error.";
@@ -739,11 +739,20 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
     }
 
     fn lookup(&self, target: &str) -> Option<&Method<S>> {
-        // Exact-case lookups (the common case) allocate nothing.
-        self.hub
-            .methods
-            .get(target)
-            .or_else(|| self.hub.methods.get(&target.to_ascii_lowercase()))
+        // Methods are keyed by their lower-case name; clients send the registered case, so
+        // lower-case a copy on the stack rather than allocate one per invocation.
+        let mut buf = [0u8; 64];
+        match buf.get_mut(..target.len()) {
+            Some(lower) => {
+                lower.copy_from_slice(target.as_bytes());
+                lower.make_ascii_lowercase();
+                // ASCII lower-casing leaves UTF-8 valid.
+                std::str::from_utf8(lower)
+                    .ok()
+                    .and_then(|lower| self.hub.methods.get(lower))
+            }
+            None => self.hub.methods.get(&target.to_ascii_lowercase()),
+        }
     }
 
     fn complete(&self, invocation_id: String, result: CompletionResult) {
@@ -845,7 +854,20 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             return fail(self, bind_error(&reason));
         }
 
-        let cancellation = self.connection.closed_token().child_token();
+        // A stream's token is needed now (CancelInvocation finds it by id); a method's only
+        // if it asks for it, which most never do.
+        let cancellation = match &method.kind {
+            MethodKind::Invoke(_) => {
+                InvocationCancellation::ChildOf(self.connection.closed_token())
+            }
+            MethodKind::Stream(_) => {
+                InvocationCancellation::Ready(self.connection.closed_token().child_token())
+            }
+        };
+        let stream_token = match &cancellation {
+            InvocationCancellation::Ready(token) => Some(token.clone()),
+            InvocationCancellation::ChildOf(_) => None,
+        };
         let parts = InvocationParts {
             state: &self.hub.state,
             core: &self.hub.core,
@@ -854,7 +876,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             arguments: arguments.into_iter(),
             position: 0,
             uploads: uploads.into_iter(),
-            cancellation: cancellation.clone(),
+            cancellation,
         };
         let connection = self.connection.clone();
         let detailed = self.hub.core.options.detailed_errors;
@@ -880,6 +902,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             MethodKind::Stream(handler) => match handler.call(parts) {
                 Ok(future) => {
                     let id = invocation_id.unwrap_or_default();
+                    let cancellation = stream_token.unwrap_or_default();
                     self.stream_tokens.insert(id.clone(), cancellation.clone());
                     let stream = run_stream(
                         future,
@@ -944,7 +967,7 @@ async fn run_method(
     future: BoxFuture<'static, MethodOutput>,
     core: Arc<HubCore>,
     connection: Arc<HubConnection>,
-    name: String,
+    name: Arc<str>,
     invocation_id: Option<String>,
     detailed: bool,
 ) {
@@ -980,7 +1003,7 @@ async fn run_stream(
     start: std::pin::Pin<Box<dyn std::future::Future<Output = ItemStream> + Send>>,
     core: Arc<HubCore>,
     connection: Arc<HubConnection>,
-    name: String,
+    name: Arc<str>,
     invocation_id: String,
     cancellation: CancellationToken,
     detailed: bool,

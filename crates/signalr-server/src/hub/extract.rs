@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use signalr_protocol::RawValue;
+use tokio_util::sync::CancellationToken;
 
 use super::HubCore;
 use super::clients::Clients;
@@ -35,7 +36,31 @@ pub struct InvocationParts<'a, S> {
     /// Upload streams of the invocation, in `streamIds` order.
     pub(crate) uploads: std::vec::IntoIter<super::stream::UploadReceiver>,
     /// Cancelled when the invocation is cancelled or the connection ends.
-    pub(crate) cancellation: tokio_util::sync::CancellationToken,
+    pub(crate) cancellation: InvocationCancellation,
+}
+
+/// An invocation's cancellation token, or what to make it from when first asked for.
+#[derive(Debug)]
+pub(crate) enum InvocationCancellation {
+    /// The token itself.
+    Ready(CancellationToken),
+    /// Made on first use as a child of this (the connection's) token: a child token costs
+    /// two allocations and a lock on the parent, per invocation, for methods that never ask.
+    ChildOf(CancellationToken),
+}
+
+impl<S> InvocationParts<'_, S> {
+    /// The invocation's cancellation token, made on first use.
+    pub(crate) fn cancellation(&mut self) -> CancellationToken {
+        match &self.cancellation {
+            InvocationCancellation::Ready(token) => token.clone(),
+            InvocationCancellation::ChildOf(parent) => {
+                let token = parent.child_token();
+                self.cancellation = InvocationCancellation::Ready(token.clone());
+                token
+            }
+        }
+    }
 }
 
 impl<S> InvocationParts<'_, S> {

@@ -52,8 +52,8 @@ pub(crate) struct HubInner<S> {
 }
 
 pub(crate) struct Method<S> {
-    /// The name as registered, for error messages.
-    pub(crate) name: String,
+    /// The name as registered, for error messages (shared: every invocation holds it).
+    pub(crate) name: Arc<str>,
     pub(crate) kind: MethodKind<S>,
     /// Who may invoke it; `None`: everyone who may use the hub.
     pub(crate) policy: Option<MethodPolicy>,
@@ -133,7 +133,7 @@ pub struct HubBuilder<S> {
 
 impl<S> fmt::Debug for HubBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut methods: Vec<&str> = self.methods.values().map(|m| m.name.as_str()).collect();
+        let mut methods: Vec<&str> = self.methods.values().map(|m| &*m.name).collect();
         methods.sort_unstable();
         f.debug_struct("HubBuilder")
             .field("methods", &methods)
@@ -216,7 +216,7 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
         self.methods.insert(
             key,
             Method {
-                name: name.to_owned(),
+                name: name.into(),
                 kind,
                 policy: None,
             },

@@ -312,6 +312,6 @@ impl Cancellation {
 
 impl<S> FromInvocation<S> for Cancellation {
     fn from_invocation(parts: &mut InvocationParts<'_, S>) -> Result<Self, Rejection> {
-        Ok(Cancellation(parts.cancellation.clone()))
+        Ok(Cancellation(parts.cancellation()))
     }
 }
