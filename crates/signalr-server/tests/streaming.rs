@@ -17,6 +17,7 @@ use signalr_server::{Cancellation, Hub, HubArguments, HubError, State, UploadStr
 #[derive(Clone, Default)]
 struct Counters {
     cancelled: Arc<AtomicUsize>,
+    started: Arc<AtomicUsize>,
 }
 
 async fn counter(count: u32, delay_ms: u64) -> impl Stream<Item = u32> {
@@ -89,6 +90,17 @@ async fn echo(message: String) -> String {
     message
 }
 
+/// A method (not a stream) that never returns; it hands its cancellation to a task that
+/// records seeing it (the method itself is dropped when its connection ends).
+async fn until_cancelled(State(counters): State<Counters>, cancel: Cancellation) {
+    counters.started.fetch_add(1, Ordering::SeqCst);
+    tokio::spawn(async move {
+        cancel.cancelled().await;
+        counters.cancelled.fetch_add(1, Ordering::SeqCst);
+    });
+    std::future::pending::<()>().await;
+}
+
 async fn hub() -> (std::net::SocketAddr, Counters) {
     let counters = Counters::default();
     let hub = Hub::builder()
@@ -102,6 +114,7 @@ async fn hub() -> (std::net::SocketAddr, Counters) {
         .method("Concat", concat)
         .method("SlowSum", slow_sum)
         .method("Echo", echo)
+        .method("UntilCancelled", until_cancelled)
         .configure_transports(|t| t.max_buffered_bytes = 64 * 1024)
         .build();
     (
@@ -249,6 +262,27 @@ async fn disconnect_cancels_streams() {
         client.recv_no_ping().await,
         Some(HubMessage::StreamItem(_))
     ));
+    drop(client);
+    wait_for(|| counters.cancelled.load(Ordering::SeqCst) == 1).await;
+}
+
+/// A method's `Cancellation` (made only when a method asks for one) is cancelled when its
+/// connection ends.
+#[tokio::test]
+async fn disconnect_cancels_methods_that_ask() {
+    let (addr, counters) = hub().await;
+    let mut client = Client::connect(addr, "/hub", Protocol::Json).await;
+    client
+        .send(&HubMessage::Invocation(invocation(
+            Protocol::Json,
+            Some("1"),
+            "UntilCancelled",
+            (),
+            &[],
+        )))
+        .await;
+    wait_for(|| counters.started.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(counters.cancelled.load(Ordering::SeqCst), 0);
     drop(client);
     wait_for(|| counters.cancelled.load(Ordering::SeqCst) == 1).await;
 }

@@ -856,17 +856,11 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
 
         // A stream's token is needed now (CancelInvocation finds it by id); a method's only
         // if it asks for it, which most never do.
-        let cancellation = match &method.kind {
-            MethodKind::Invoke(_) => {
-                InvocationCancellation::ChildOf(self.connection.closed_token())
-            }
-            MethodKind::Stream(_) => {
-                InvocationCancellation::Ready(self.connection.closed_token().child_token())
-            }
-        };
-        let stream_token = match &cancellation {
-            InvocationCancellation::Ready(token) => Some(token.clone()),
-            InvocationCancellation::ChildOf(_) => None,
+        let stream_token = matches!(method.kind, MethodKind::Stream(_))
+            .then(|| self.connection.closed_token().child_token());
+        let cancellation = match &stream_token {
+            Some(token) => InvocationCancellation::Ready(token.clone()),
+            None => InvocationCancellation::ChildOf(self.connection.closed_token()),
         };
         let parts = InvocationParts {
             state: &self.hub.state,

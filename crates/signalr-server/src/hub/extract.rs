@@ -61,9 +61,7 @@ impl<S> InvocationParts<'_, S> {
             }
         }
     }
-}
 
-impl<S> InvocationParts<'_, S> {
     /// The hub's shared state.
     pub fn state(&self) -> &S {
         self.state
