@@ -180,11 +180,14 @@ impl ClientProxy {
     /// Returns once the message is queued for local connections and handed to the backplane
     /// (if any); it fails only when the backplane fails or the arguments cannot be serialized.
     pub async fn send<A: HubArguments>(&self, method: &str, arguments: A) -> Result<(), HubError> {
+        let protocols = self
+            .core
+            .manager
+            .protocols_in_use(&self.core.options.protocols);
         let message =
-            SerializedMessage::invocation(method, &arguments, &self.core.options.protocols)
-                .map_err(|e| {
-                    HubError::internal(format!("the arguments could not be serialized: {e}"))
-                })?;
+            SerializedMessage::invocation(method, &arguments, protocols).map_err(|e| {
+                HubError::internal(format!("the arguments could not be serialized: {e}"))
+            })?;
         self.send_serialized(&message).await
     }
 

@@ -4,10 +4,11 @@
 //! one of these for the connections it holds and delivers what arrives from Redis through it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
-use signalr_protocol::Completion;
+use signalr_protocol::{Completion, Protocol};
 
 use super::{Audience, HubLifetimeManager, LifetimeError, SerializedMessage};
 use crate::connection::{HubConnection, SendError};
@@ -22,6 +23,16 @@ type Members = HashMap<Arc<str>, Arc<HubConnection>>;
 #[derive(Debug, Default)]
 pub struct MemoryLifetimeManager {
     tables: RwLock<Tables>,
+    /// Local connections per hub protocol (JSON, MessagePack), so that a message is encoded
+    /// only in the protocols some connection here speaks.
+    per_protocol: [AtomicUsize; 2],
+}
+
+fn protocol_slot(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Json => 0,
+        Protocol::MessagePack => 1,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +109,7 @@ impl MemoryLifetimeManager {
             return false;
         }
         tables.connections.insert(id.clone(), connection.clone());
+        self.per_protocol[protocol_slot(connection.protocol())].fetch_add(1, Ordering::Relaxed);
         if let Some(user) = connection.user_id_arc() {
             tables
                 .users
@@ -113,7 +125,9 @@ impl MemoryLifetimeManager {
     pub fn remove_connection(&self, connection: &HubConnection) -> Vec<String> {
         let mut tables = self.write();
         let id = connection.id();
-        tables.connections.remove(id);
+        if tables.connections.remove(id).is_some() {
+            self.per_protocol[protocol_slot(connection.protocol())].fetch_sub(1, Ordering::Relaxed);
+        }
         if let Some(user) = connection.user_id()
             && let Some(members) = tables.users.get_mut(user)
         {
@@ -253,6 +267,18 @@ impl MemoryLifetimeManager {
 
 #[async_trait]
 impl HubLifetimeManager for MemoryLifetimeManager {
+    fn protocols_in_use<'p>(&self, offered: &'p [Protocol]) -> &'p [Protocol] {
+        // With every connection here on one protocol (the usual case), encode only that one.
+        // A connection of another protocol arriving meanwhile still gets the message,
+        // transcoded for it alone (`HubConnection::send`).
+        let used = |p: &Protocol| self.per_protocol[protocol_slot(*p)].load(Ordering::Relaxed) > 0;
+        let mut in_use = offered.iter().enumerate().filter(|(_, p)| used(p));
+        match (in_use.next(), in_use.next()) {
+            (Some((only, _)), None) => &offered[only..=only],
+            _ => offered,
+        }
+    }
+
     async fn on_connected(&self, connection: &Arc<HubConnection>) -> Result<(), LifetimeError> {
         self.add_connection(connection);
         Ok(())

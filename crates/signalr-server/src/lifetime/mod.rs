@@ -87,6 +87,15 @@ pub trait HubLifetimeManager: Send + Sync + 'static {
     /// A connection finished its handshake on this node.
     async fn on_connected(&self, connection: &Arc<HubConnection>) -> Result<(), LifetimeError>;
 
+    /// Which of the hub's `offered` protocols a message sent now must be encoded in. A
+    /// connection whose protocol is left out still gets the message, transcoded for it alone
+    /// ([`HubConnection::send`]), so this may narrow the list only to protocols that are
+    /// rarely or never needed. Default: all of them (a backplane carries every protocol to
+    /// the other nodes).
+    fn protocols_in_use<'p>(&self, offered: &'p [Protocol]) -> &'p [Protocol] {
+        offered
+    }
+
     /// A connection on this node ended: forget it, its groups and its user membership.
     async fn on_disconnected(&self, connection: &Arc<HubConnection>);
 
