@@ -168,6 +168,7 @@
 //! not affected. [`HubConnection::buffered_bytes`] tells what a connection has queued.
 
 pub mod auth;
+mod backlog;
 pub mod connection;
 mod error;
 pub mod hub;

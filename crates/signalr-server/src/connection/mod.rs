@@ -184,13 +184,19 @@ impl HubConnection {
     /// [`Outbox`]); a closed connection drops the message. Both are reported as errors so the
     /// caller can count them; neither affects other connections.
     pub fn send(&self, message: &SerializedMessage) -> Result<(), SendError> {
+        self.send_queued(message).map(drop)
+    }
+
+    /// Like [`HubConnection::send`], returning the bytes queued for this connection once
+    /// the message is in (how far its writer is behind).
+    pub(crate) fn send_queued(&self, message: &SerializedMessage) -> Result<usize, SendError> {
         let frame = match message.frame(self.protocol) {
             Some(frame) => frame.clone(),
             None => message
                 .transcode(self.protocol)
                 .map_err(|e| SendError::Encode(e.to_string()))?,
         };
-        self.send_frame(frame)
+        self.queue_frame(frame)
     }
 
     /// Bring what [`HubConnection::send`] touches first into cache, with plain loads only:
@@ -201,8 +207,13 @@ impl HubConnection {
 
     /// Queue one framed message, already in this connection's protocol.
     pub fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
-        match self.outbox.push(frame) {
-            Ok(()) => Ok(()),
+        self.queue_frame(frame).map(drop)
+    }
+
+    /// [`HubConnection::send_frame`], returning the bytes queued once the frame is in.
+    fn queue_frame(&self, frame: Bytes) -> Result<usize, SendError> {
+        match self.outbox.push_queued(frame) {
+            Ok(queued) => Ok(queued),
             Err(PushError::Closed) => Err(SendError::Closed),
             Err(PushError::Full) => {
                 tracing::warn!(

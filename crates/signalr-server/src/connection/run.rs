@@ -490,6 +490,11 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
 
         loop {
             self.start_queued();
+            if crate::backlog::take_far_behind() {
+                // What this connection's invocations sent is far from written: let every
+                // ready task (the writers among them) run before taking more.
+                tokio::task::yield_now().await;
+            }
 
             tokio::select! {
                 biased;

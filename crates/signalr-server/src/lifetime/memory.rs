@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use signalr_protocol::{Completion, Protocol};
 
 use super::{Audience, HubLifetimeManager, LifetimeError, SerializedMessage};
+use crate::backlog;
 use crate::connection::{HubConnection, SendError};
 
 type Members = HashMap<Arc<str>, Arc<HubConnection>>;
@@ -356,13 +357,15 @@ const WARM_AHEAD: usize = 16;
 /// pushes one after the other would each wait out a cache miss (a push's locked instructions
 /// wait for every load before them); a group's members are rarely in cache when a message to
 /// it comes round. Chunks keep what is warmed small enough to still be in cache when used.
+/// When most members are far behind, the sending connection's loop is told to yield
+/// ([`backlog`]).
 fn send_to_each<'a>(
     members: impl Iterator<Item = &'a Arc<HubConnection>>,
     message: &SerializedMessage,
 ) -> usize {
     let mut members = members.peekable();
     let mut chunk: [Option<&Arc<HubConnection>>; WARM_AHEAD] = [None; WARM_AHEAD];
-    let mut sent = 0;
+    let (mut sent, mut far_behind) = (0, 0);
     while members.peek().is_some() {
         let mut taken = 0;
         for (slot, connection) in chunk.iter_mut().zip(members.by_ref()) {
@@ -370,11 +373,15 @@ fn send_to_each<'a>(
             *slot = Some(connection);
             taken += 1;
         }
-        sent += chunk[..taken]
-            .iter()
-            .flatten()
-            .filter(|connection| connection.send(message).is_ok())
-            .count();
+        for connection in chunk[..taken].iter().flatten() {
+            if let Ok(queued) = connection.send_queued(message) {
+                sent += 1;
+                far_behind += usize::from(queued >= backlog::FAR_BEHIND_BYTES);
+            }
+        }
+    }
+    if far_behind * 2 > sent {
+        backlog::note_far_behind();
     }
     sent
 }

@@ -240,15 +240,21 @@ impl Outbox {
 
     /// Queue a frame: a trackable message (numbered when replay is on). Never waits.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_frame(frame, true).map(drop)
+    }
+
+    /// Like [`Outbox::push`], returning the bytes queued once the frame is in: how far the
+    /// writer is behind.
+    pub fn push_queued(&self, frame: Bytes) -> Result<usize, PushError> {
         self.push_frame(frame, true)
     }
 
     /// Queue a frame that is not a trackable message (Ping, Ack, Sequence). Never waits.
     pub fn push_untracked(&self, frame: Bytes) -> Result<(), PushError> {
-        self.push_frame(frame, false)
+        self.push_frame(frame, false).map(drop)
     }
 
-    fn push_frame(&self, frame: Bytes, tracked: bool) -> Result<(), PushError> {
+    fn push_frame(&self, frame: Bytes, tracked: bool) -> Result<usize, PushError> {
         let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed);
@@ -283,12 +289,13 @@ impl Outbox {
             _ => None,
         };
         state.bytes += frame.len();
+        let queued = state.bytes;
         state.frames.push_back(Frame { bytes: frame, seq });
         drop(state);
         if was_empty {
             self.writer.wake();
         }
-        Ok(())
+        Ok(queued)
     }
 
     /// Turn replay on (stateful reconnect): trackable frames pushed from now on are numbered
