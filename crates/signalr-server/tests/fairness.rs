@@ -4,6 +4,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::{Client, start};
@@ -26,11 +27,11 @@ async fn tick(State(probe): State<Probe>, clients: Clients) {
     clients.group("g").send("m", ("x",)).await.unwrap();
 }
 
-/// 400 `Tick`s arrive in one WebSocket message; each sends to a group of 20 connections that
-/// never read, `behind` of which already have 100 KB queued. Returns between how many
-/// consecutive `Tick`s a bystander task got a turn. The bystander yields after every turn,
-/// so it runs only when nothing else is ready, like a writer waiting in a busy worker's
-/// global queue.
+/// 400 `Tick`s arrive in one WebSocket message; each sends to a group of 20 connections
+/// whose writers have been silent for 300 ms, `behind` of which already have 100 KB queued.
+/// Returns between how many consecutive `Tick`s a bystander task got a turn. The
+/// bystander yields after every turn, so it runs only when nothing else is ready, like a
+/// writer waiting in a busy worker's global queue.
 async fn bystander_turns_during_flood(behind: usize) -> usize {
     const FLOOD: usize = 400;
     let probe = Probe::default();
@@ -48,6 +49,8 @@ async fn bystander_turns_during_flood(behind: usize) -> usize {
                 .unwrap();
         }
     }
+    // Nothing is ever written to the members: after this their writers count as silent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let hub = Hub::builder()
         .with_state(probe.clone())
         .lifetime_manager(manager.clone())

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use signalr_protocol::{Completion, Protocol};
+use tokio::time::Instant;
 
 use super::{Audience, HubLifetimeManager, LifetimeError, SerializedMessage};
 use crate::backlog;
@@ -366,6 +367,8 @@ fn send_to_each<'a>(
     let mut members = members.peekable();
     let mut chunk: [Option<&Arc<HubConnection>>; WARM_AHEAD] = [None; WARM_AHEAD];
     let (mut sent, mut far_behind) = (0, 0);
+    // Read once, and only when a deep queue asks how long its writer has been silent.
+    let mut now = None;
     while members.peek().is_some() {
         let mut taken = 0;
         for (slot, connection) in chunk.iter_mut().zip(members.by_ref()) {
@@ -376,7 +379,11 @@ fn send_to_each<'a>(
         for connection in chunk[..taken].iter().flatten() {
             if let Ok(queued) = connection.send_queued(message) {
                 sent += 1;
-                far_behind += usize::from(queued >= backlog::FAR_BEHIND_BYTES);
+                if queued >= backlog::FAR_BEHIND_BYTES {
+                    let now = *now.get_or_insert_with(Instant::now);
+                    let silent = now.saturating_duration_since(connection.outbox().last_write());
+                    far_behind += usize::from(silent >= backlog::FAR_BEHIND_SILENCE);
+                }
             }
         }
     }
