@@ -212,7 +212,7 @@ impl HubConnection {
 
     /// [`HubConnection::send_frame`], returning the bytes queued once the frame is in.
     fn queue_frame(&self, frame: Bytes) -> Result<usize, SendError> {
-        match self.outbox.push_queued(frame) {
+        match self.outbox.push(frame) {
             Ok(queued) => Ok(queued),
             Err(PushError::Closed) => Err(SendError::Closed),
             Err(PushError::Full) => {

@@ -239,13 +239,8 @@ impl Outbox {
     }
 
     /// Queue a frame: a trackable message (numbered when replay is on). Never waits.
-    pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
-        self.push_frame(frame, true).map(drop)
-    }
-
-    /// Like [`Outbox::push`], returning the bytes queued once the frame is in: how far the
-    /// writer is behind.
-    pub fn push_queued(&self, frame: Bytes) -> Result<usize, PushError> {
+    /// Returns the bytes queued once the frame is in: how far the writer is behind.
+    pub fn push(&self, frame: Bytes) -> Result<usize, PushError> {
         self.push_frame(frame, true)
     }
 
