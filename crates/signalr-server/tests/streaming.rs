@@ -273,13 +273,7 @@ async fn disconnect_cancels_methods_that_ask() {
     let (addr, counters) = hub().await;
     let mut client = Client::connect(addr, "/hub", Protocol::Json).await;
     client
-        .send(&HubMessage::Invocation(invocation(
-            Protocol::Json,
-            Some("1"),
-            "UntilCancelled",
-            (),
-            &[],
-        )))
+        .send_invocation_with_id("1", "UntilCancelled", ())
         .await;
     wait_for(|| counters.started.load(Ordering::SeqCst) == 1).await;
     assert_eq!(counters.cancelled.load(Ordering::SeqCst), 0);
