@@ -40,6 +40,12 @@ pub(crate) fn note_far_behind() {
     FAR_BEHIND.with(|flag| flag.set(true));
 }
 
+/// Whether a fan-out on this thread found its members far behind since the flag was last
+/// taken; leaves it set.
+pub(crate) fn is_far_behind() -> bool {
+    FAR_BEHIND.with(Cell::get)
+}
+
 /// Whether a fan-out on this thread found its members far behind since the last call.
 pub(crate) fn take_far_behind() -> bool {
     FAR_BEHIND.with(|flag| flag.replace(false))

@@ -489,11 +489,15 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         }
 
         loop {
-            self.start_queued();
             if crate::backlog::take_far_behind() {
                 // What this connection's invocations sent is far from written: let every
                 // ready task (the writers among them) run before taking more.
                 tokio::task::yield_now().await;
+            }
+            self.start_queued();
+            if crate::backlog::is_far_behind() {
+                // Invocations stopped starting for the writers (`start_queued`).
+                continue;
             }
 
             tokio::select! {
@@ -714,10 +718,15 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
     }
 
     /// Start queued invocations in order while slots are free. Streams need no slot.
+    /// Stops while a fan-out finds its members far behind: methods mostly finish as they
+    /// start, and a chunk of invocations must not queue its whole audience's worth before
+    /// the loop lets the writers run.
     fn start_queued(&mut self) {
         let max_parallel = self.hub.core.options.max_parallel_invocations;
         while let Some(front) = self.queued.front() {
-            if !front.streaming && self.methods_running >= max_parallel {
+            if crate::backlog::is_far_behind()
+                || (!front.streaming && self.methods_running >= max_parallel)
+            {
                 break;
             }
             if let Some(pending) = self.queued.pop_front() {
@@ -881,11 +890,35 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         let detailed = self.hub.core.options.detailed_errors;
         match &method.kind {
             MethodKind::Invoke(handler) => match handler.call(parts) {
-                Ok(future) => {
+                Ok(mut future) => {
+                    // Most methods finish without waiting (a send only queues frames): run
+                    // them here, so the next invocation starts at once, rather than on the
+                    // loop's next turn through the running set.
+                    let core = &self.hub.core;
+                    if let Some(output) = poll_once(&mut future) {
+                        let result = method_result(output, core, &connection, &name, detailed);
+                        let Some(invocation_id) = invocation_id else {
+                            return;
+                        };
+                        if poll_once(&mut core.manager.flush()).is_some() {
+                            return send_completion(&connection, invocation_id, result);
+                        }
+                        // The backplane has sends in flight: the Completion waits for them,
+                        // holding the method's slot so that later invocations' sends stay
+                        // behind it.
+                        self.methods_running += 1;
+                        let core = core.clone();
+                        self.tasks.push(Box::pin(async move {
+                            core.manager.flush().await;
+                            send_completion(&connection, invocation_id, result);
+                            Done::Method
+                        }));
+                        return;
+                    }
                     self.methods_running += 1;
                     let method = run_method(
                         future,
-                        self.hub.core.clone(),
+                        core.clone(),
                         connection,
                         name,
                         invocation_id,
@@ -971,13 +1004,42 @@ async fn run_method(
     detailed: bool,
 ) {
     let output = AssertUnwindSafe(future).catch_unwind().await;
-    let result = match output {
+    let result = method_result(output, &core, &connection, &name, detailed);
+    // Fire-and-forget invocations get no reply, not even an error.
+    if let Some(invocation_id) = invocation_id {
+        // What the method sent is out before its caller hears it is done.
+        core.manager.flush().await;
+        send_completion(&connection, invocation_id, result);
+    }
+}
+
+/// Poll a future once, as part of the current task's turn. The waker is a no-op: a future
+/// that is not ready goes on to be polled by the running set (`FuturesUnordered` polls what
+/// is pushed to it), which registers the task's own waker. A panic counts as the output.
+fn poll_once<T>(future: &mut BoxFuture<'_, T>) -> Option<std::thread::Result<T>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+        Ok(std::task::Poll::Ready(output)) => Some(Ok(output)),
+        Ok(std::task::Poll::Pending) => None,
+        Err(panic) => Some(Err(panic)),
+    }
+}
+
+/// The Completion result of a method's output; counts and logs failures.
+fn method_result(
+    output: std::thread::Result<MethodOutput>,
+    core: &HubCore,
+    connection: &HubConnection,
+    name: &str,
+    detailed: bool,
+) -> CompletionResult {
+    match output {
         Ok(Ok(None)) => CompletionResult::Void,
         Ok(Ok(Some(value))) => CompletionResult::Value(value),
         Ok(Err(error)) => {
             core.metrics.invocation_error();
             tracing::debug!(connection_id = %connection.id(), method = %name, %error, "hub method failed");
-            CompletionResult::Error(error.invocation_error(&name, detailed))
+            CompletionResult::Error(error.invocation_error(name, detailed))
         }
         Err(_) => {
             core.metrics.invocation_error();
@@ -986,12 +1048,6 @@ async fn run_method(
                 "An unexpected error occurred invoking '{name}' on the server."
             ))
         }
-    };
-    // Fire-and-forget invocations get no reply, not even an error.
-    if let Some(invocation_id) = invocation_id {
-        // What the method sent is out before its caller hears it is done.
-        core.manager.flush().await;
-        send_completion(&connection, invocation_id, result);
     }
 }
 
