@@ -524,6 +524,28 @@ fn write_invocation(
     Ok(())
 }
 
+/// A framed Invocation whose arguments are serialized straight into `out`.
+pub(crate) fn write_invocation_of<A: serde::Serialize + ?Sized>(
+    invocation_id: Option<&str>,
+    target: &str,
+    arguments: &A,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    out.extend_from_slice(b"{\"type\":");
+    out.put_u8(b'0' + message_type::INVOCATION);
+    if let Some(id) = invocation_id.filter(|id| !id.is_empty()) {
+        out.extend_from_slice(b",\"invocationId\":");
+        write_str(id, out)?;
+    }
+    out.extend_from_slice(b",\"target\":");
+    write_str(target, out)?;
+    out.extend_from_slice(b",\"arguments\":");
+    serde_json::to_writer(out.writer(), arguments)?;
+    out.put_u8(b'}');
+    out.put_u8(RECORD_SEPARATOR);
+    Ok(())
+}
+
 fn write_sequence_message(ty: u8, sequence_id: u64, out: &mut BytesMut) {
     out.extend_from_slice(b"{\"type\":");
     out.put_u8(b'0' + ty);

@@ -600,12 +600,42 @@ pub(crate) fn write_message(message: &HubMessage, out: &mut BytesMut) -> Result<
         out.extend_from_slice(&[0x02, 0x91, message_type::PING]);
         return Ok(());
     }
+    write_framed(out, |out| write_body(message, out))
+}
+
+/// A framed Invocation whose arguments are serialized straight into `out` (structs as maps,
+/// as [`RawValue::encode`] does).
+pub(crate) fn write_invocation_of<A: serde::Serialize + ?Sized>(
+    invocation_id: Option<&str>,
+    target: &str,
+    arguments: &A,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    write_framed(out, |out| {
+        out.extend_from_slice(&[0x96, message_type::INVOCATION]);
+        write_map_len(0, out);
+        match invocation_id.filter(|id| !id.is_empty()) {
+            Some(id) => write_str(id, out),
+            None => out.put_u8(0xc0),
+        }
+        write_str(target, out);
+        arguments.serialize(&mut rmp_serde::Serializer::new(out.writer()).with_struct_map())?;
+        write_array_len(0, out);
+        Ok(())
+    })
+}
+
+/// Append the body that `body` writes, preceded by its varint length.
+fn write_framed(
+    out: &mut BytesMut,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
     // Most messages are shorter than 128 bytes and need a 1-byte prefix: reserve it up front
     // and only move the body when a longer prefix turns out to be needed.
     let start = out.len();
     out.put_u8(0);
     let body_start = out.len();
-    write_body(message, out)?;
+    body(out)?;
     let len = out.len() - body_start;
     if len > binary::MAX_PAYLOAD_LEN {
         return Err(EncodeError::new(format!(

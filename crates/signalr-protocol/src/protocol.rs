@@ -108,6 +108,45 @@ impl Protocol {
         result
     }
 
+    /// Append one framed Invocation of `target` whose arguments are serialized straight into
+    /// `out`, with no intermediate value: what a server sends to many connections.
+    /// `arguments` must serialize as a sequence (a tuple, slice or vector). The frame is the
+    /// one [`write_message`](Self::write_message) writes for the same invocation with its
+    /// arguments from [`encode_value`](Self::encode_value). On error, `out` is left as it was.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use signalr_protocol::Protocol;
+    ///
+    /// let mut out = BytesMut::new();
+    /// Protocol::Json
+    ///     .write_invocation(None, "newMessage", &("alice", "hi"), &mut out)
+    ///     .unwrap();
+    /// assert_eq!(
+    ///     &out[..],
+    ///     b"{\"type\":1,\"target\":\"newMessage\",\"arguments\":[\"alice\",\"hi\"]}\x1e"
+    /// );
+    /// ```
+    pub fn write_invocation<A: Serialize + ?Sized>(
+        self,
+        invocation_id: Option<&str>,
+        target: &str,
+        arguments: &A,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let start = out.len();
+        let result = match self {
+            Protocol::Json => json::write_invocation_of(invocation_id, target, arguments, out),
+            Protocol::MessagePack => {
+                msgpack::write_invocation_of(invocation_id, target, arguments, out)
+            }
+        };
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
     /// [`write_message`](Self::write_message) into a fresh buffer.
     pub fn encode_message(self, message: &HubMessage) -> Result<Bytes, EncodeError> {
         let mut out = BytesMut::with_capacity(64);
@@ -176,6 +215,69 @@ mod tests {
             assert!(p.is_version_supported(1));
             assert!(p.is_version_supported(2));
             assert!(!p.is_version_supported(3));
+        }
+    }
+
+    /// The direct writer and the message writer must agree byte for byte, in both
+    /// protocols, whatever the arguments: what recipients receive does not depend on the
+    /// path that framed it.
+    #[test]
+    fn write_invocation_matches_write_message() {
+        #[derive(Serialize)]
+        struct Point {
+            x: i32,
+            label: &'static str,
+        }
+        let long = "é\u{1F600}\"\\".repeat(40);
+        fn check<A: Serialize + ?Sized>(
+            protocol: Protocol,
+            id: Option<&str>,
+            target: &str,
+            args: &A,
+        ) {
+            let mut direct = BytesMut::from(&b"kept"[..]);
+            protocol
+                .write_invocation(id, target, args, &mut direct)
+                .unwrap();
+            let message = HubMessage::Invocation(crate::message::Invocation {
+                invocation_id: id.map(str::to_owned),
+                target: target.to_owned(),
+                arguments: crate::message::Arguments::Encoded(protocol.encode_value(args).unwrap()),
+                ..Default::default()
+            });
+            let mut expected = BytesMut::from(&b"kept"[..]);
+            protocol.write_message(&message, &mut expected).unwrap();
+            assert_eq!(direct, expected, "{protocol:?} {id:?} {target}");
+        }
+        for p in Protocol::ALL {
+            check(p, None, "m", &("payload",));
+            check(p, Some("42"), "Send", &("alice", 7, true, ()));
+            check(p, Some(""), "empty id", &[(); 0]);
+            check(p, None, "point", &[Point { x: -3, label: "a" }]);
+            check(
+                p,
+                None,
+                "long",
+                &(long.as_str(), long.as_str(), long.as_str()),
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_write_invocation_leaves_the_buffer_as_it_was() {
+        struct Failing;
+        impl Serialize for Failing {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        for p in Protocol::ALL {
+            let mut out = BytesMut::from(&b"kept"[..]);
+            assert!(
+                p.write_invocation(None, "m", &(1, Failing), &mut out)
+                    .is_err()
+            );
+            assert_eq!(&out[..], b"kept");
         }
     }
 

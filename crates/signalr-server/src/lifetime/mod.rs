@@ -238,14 +238,10 @@ impl SerializedMessage {
     ) -> Result<Self, EncodeError> {
         let mut serialized = SerializedMessage::default();
         for &protocol in protocols {
-            let message = HubMessage::Invocation(Invocation {
-                invocation_id: invocation_id.map(str::to_owned),
-                target: target.to_owned(),
-                arguments: Arguments::Encoded(arguments.encode_arguments(protocol)?),
-                ..Invocation::default()
-            });
-            let mut out = BytesMut::with_capacity(64);
-            protocol.write_message(&message, &mut out)?;
+            // Room for a short chat message's frame, so that most are written without growing
+            // the buffer; the frame is shared by every recipient.
+            let mut out = BytesMut::with_capacity(128 + target.len());
+            arguments.write_invocation(protocol, invocation_id, target, &mut out)?;
             serialized.set(protocol, out.freeze());
         }
         Ok(serialized)
@@ -323,23 +319,69 @@ impl SerializedMessage {
 pub trait HubArguments {
     /// Encode the arguments as one array in `protocol`'s encoding.
     fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError>;
+
+    /// Append a framed Invocation carrying these arguments to `out`. The provided
+    /// implementation goes through [`encode_arguments`](Self::encode_arguments); the
+    /// implementations here serialize the arguments straight into the frame.
+    fn write_invocation(
+        &self,
+        protocol: Protocol,
+        invocation_id: Option<&str>,
+        target: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let message = HubMessage::Invocation(Invocation {
+            invocation_id: invocation_id.map(str::to_owned),
+            target: target.to_owned(),
+            arguments: Arguments::Encoded(self.encode_arguments(protocol)?),
+            ..Invocation::default()
+        });
+        protocol.write_message(&message, out)
+    }
+}
+
+/// The direct `write_invocation` of arguments that serialize as a sequence.
+macro_rules! write_sequence_invocation {
+    () => {
+        fn write_invocation(
+            &self,
+            protocol: Protocol,
+            invocation_id: Option<&str>,
+            target: &str,
+            out: &mut BytesMut,
+        ) -> Result<(), EncodeError> {
+            protocol.write_invocation(invocation_id, target, self, out)
+        }
+    };
 }
 
 impl<T: serde::Serialize> HubArguments for [T] {
     fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError> {
         protocol.encode_value(self)
     }
+    write_sequence_invocation!();
 }
 
 impl<T: serde::Serialize> HubArguments for Vec<T> {
     fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError> {
         protocol.encode_value(self)
     }
+    write_sequence_invocation!();
 }
 
 impl<T: HubArguments + ?Sized> HubArguments for &T {
     fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError> {
         (**self).encode_arguments(protocol)
+    }
+
+    fn write_invocation(
+        &self,
+        protocol: Protocol,
+        invocation_id: Option<&str>,
+        target: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        (**self).write_invocation(protocol, invocation_id, target, out)
     }
 }
 
@@ -347,6 +389,16 @@ impl HubArguments for () {
     fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError> {
         // `()` serializes as null; no arguments is an empty array.
         protocol.encode_value(&[(); 0])
+    }
+
+    fn write_invocation(
+        &self,
+        protocol: Protocol,
+        invocation_id: Option<&str>,
+        target: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        protocol.write_invocation(invocation_id, target, &[(); 0], out)
     }
 }
 
@@ -356,6 +408,7 @@ macro_rules! tuple_arguments {
             fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError> {
                 protocol.encode_value(self)
             }
+            write_sequence_invocation!();
         }
     };
 }
