@@ -3,7 +3,9 @@
 //! One task per connection runs [`run`]. It owns the inbound byte stream and parses it; hub
 //! methods run as futures polled *inside* this task (no task per invocation), next to the
 //! keep-alive timer and the client timeout, so a long-running method never stops pings or the
-//! reading of Completions (client results work even with one invocation at a time).
+//! reading of Completions (client results work even with one invocation at a time). A method
+//! is polled once as it starts; one that finishes then (most sends do) never joins the set of
+//! running futures.
 //!
 //! Invocations start in arrival order; at most `max_parallel_invocations` run at once and the
 //! rest wait in a short queue. When the queue is full, the task stops reading, and the
