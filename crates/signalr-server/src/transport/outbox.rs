@@ -35,6 +35,7 @@
 //! client drops what it had already seen.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::Poll;
@@ -140,7 +141,7 @@ impl std::fmt::Debug for Replay {
 #[derive(Debug)]
 struct Frame {
     bytes: Bytes,
-    seq: Option<u64>,
+    seq: Option<NonZeroU64>,
 }
 
 /// The queued frames, in order: the first in place, the rest in a deque. Most connections are
@@ -203,8 +204,9 @@ struct State {
     overflow_frame: Option<Bytes>,
     /// The overflow policy already fired (counted once).
     overflowed: bool,
-    /// Stateful reconnect, when on.
-    replay: Option<Replay>,
+    /// Stateful reconnect, when on. Boxed: most connections never turn it on, and every
+    /// push reads the queue's state, which then fits in fewer cache lines.
+    replay: Option<Box<Replay>>,
 }
 
 impl Outbox {
@@ -279,7 +281,7 @@ impl Outbox {
             (Some(replay), true) => {
                 let seq = replay.next_push;
                 replay.next_push += 1;
-                Some(seq)
+                NonZeroU64::new(seq)
             }
             _ => None,
         };
@@ -296,7 +298,7 @@ impl Outbox {
     /// Turn replay on (stateful reconnect): trackable frames pushed from now on are numbered
     /// from 1 and kept until acknowledged; `limit` bounds the unacknowledged bytes.
     pub fn enable_replay(&self, limit: usize, sequence: SequenceEncoder) {
-        self.lock().replay = Some(Replay {
+        self.lock().replay = Some(Box::new(Replay {
             next_push: 1,
             next_write: 1,
             unacked: VecDeque::new(),
@@ -304,7 +306,7 @@ impl Outbox {
             limit,
             sequence,
             resume: false,
-        });
+        }));
     }
 
     /// Whether replay is on: the connection may outlive its transport.
@@ -582,6 +584,7 @@ impl Outbox {
             frames += 1;
             out.extend_from_slice(&frame.bytes);
             if let (Some(replay), Some(seq)) = (state.replay.as_mut(), frame.seq) {
+                let seq = seq.get();
                 replay.next_write = seq + 1;
                 replay.unacked_bytes += frame.bytes.len();
                 replay.unacked.push_back((seq, frame.bytes));
