@@ -202,6 +202,9 @@ impl HubConnection {
     /// Bring what [`HubConnection::send`] touches first into cache, with plain loads only:
     /// see [`send_to_each`](crate::lifetime::memory).
     pub(crate) fn warm(&self) {
+        // The protocol picks the frame; it may sit on another cache line than the outbox's
+        // pointer.
+        std::hint::black_box(self.protocol);
         self.outbox.warm();
     }
 
