@@ -269,8 +269,11 @@ async fn run(
                     if socket.send(message).await.is_err() {
                         break Ended::Dropped;
                     }
-                    if let Some(used) = reusable
-                        && outbox.buffered_bytes() > 0
+                    if outbox.buffered_bytes() == 0 {
+                        // Drained: a buffer kept from a burst would stay with the connection
+                        // for as long as single frames follow (they are written without it).
+                        batch = BytesMut::new();
+                    } else if let Some(used) = reusable
                         && let Ok(mut buffer) = used.try_into_mut()
                     {
                         buffer.clear();
