@@ -192,8 +192,9 @@ impl Queue {
 
     /// Once `rest` is drained: an idle connection keeps no buffer ([`release_if_drained`]); a
     /// busy one keeps what its traffic since the last drain needed, so that it does not
-    /// allocate per write, but not what a burst long over needed. A buffer more than four
-    /// times the depth since the last drain shrinks to that depth, so after a burst to many
+    /// allocate per write, but not what a burst long over needed. A buffer of more than 64
+    /// slots and four times the depth since the last drain shrinks to that depth, so after a
+    /// burst to many
     /// connections each gives its grown buffer back as soon as its traffic calms down
     /// (10 k connections kept ≈ 80 KB each of them after W5's 10 × 1 k past saturation).
     fn release_if_drained(&mut self) {
@@ -201,7 +202,9 @@ impl Queue {
             return;
         }
         let peak = std::mem::take(&mut self.peak);
-        if self.rest.capacity() > SMALL_QUEUE && peak.saturating_mul(4) < self.rest.capacity() {
+        // Only a buffer grown well past everyday depths, so that traffic that merely varies
+        // does not reallocate.
+        if self.rest.capacity() > 64 && peak.saturating_mul(4) < self.rest.capacity() {
             self.rest.shrink_to(peak);
         }
         release_if_drained(&mut self.rest);
