@@ -195,7 +195,8 @@ impl Queue {
     /// allocate per write, but not what a burst long over needed. A buffer of more than 64
     /// slots and four times the depth since the last drain shrinks to that depth: after a
     /// burst to many connections, each gives its grown buffer back as soon as its traffic
-    /// calms down (≈ 18 KB per connection of 10 k after W5's 10 × 1 k past saturation).
+    /// calms down (this and the socket task's batch buffer: ≈ 18 KB per connection of 10 k
+    /// after W5's 10 × 1 k past saturation).
     fn release_if_drained(&mut self) {
         if !self.rest.is_empty() {
             return;
