@@ -340,9 +340,14 @@ pub trait HubArguments {
     }
 }
 
-/// The direct `write_invocation` of arguments that serialize as a sequence.
-macro_rules! write_sequence_invocation {
+/// `HubArguments` of a value that serializes as a sequence: encoded as it is, and written
+/// straight into the frame.
+macro_rules! sequence_arguments {
     () => {
+        fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError> {
+            protocol.encode_value(self)
+        }
+
         fn write_invocation(
             &self,
             protocol: Protocol,
@@ -356,17 +361,11 @@ macro_rules! write_sequence_invocation {
 }
 
 impl<T: serde::Serialize> HubArguments for [T] {
-    fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError> {
-        protocol.encode_value(self)
-    }
-    write_sequence_invocation!();
+    sequence_arguments!();
 }
 
 impl<T: serde::Serialize> HubArguments for Vec<T> {
-    fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError> {
-        protocol.encode_value(self)
-    }
-    write_sequence_invocation!();
+    sequence_arguments!();
 }
 
 impl<T: HubArguments + ?Sized> HubArguments for &T {
@@ -405,10 +404,7 @@ impl HubArguments for () {
 macro_rules! tuple_arguments {
     ($($name:ident),+) => {
         impl<$($name: serde::Serialize),+> HubArguments for ($($name,)+) {
-            fn encode_arguments(&self, protocol: Protocol) -> Result<RawValue, EncodeError> {
-                protocol.encode_value(self)
-            }
-            write_sequence_invocation!();
+            sequence_arguments!();
         }
     };
 }
