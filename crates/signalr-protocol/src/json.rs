@@ -483,20 +483,12 @@ fn write_invocation(
     invocation: &Invocation,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    out.extend_from_slice(b"{\"type\":");
-    out.put_u8(b'0' + ty);
-    // An empty id means "no id" to every reader, and the JavaScript client rejects it.
-    if let Some(id) = invocation
-        .invocation_id
-        .as_deref()
-        .filter(|id| !id.is_empty())
-    {
-        out.extend_from_slice(b",\"invocationId\":");
-        write_str(id, out)?;
-    }
-    out.extend_from_slice(b",\"target\":");
-    write_str(&invocation.target, out)?;
-    out.extend_from_slice(b",\"arguments\":");
+    write_invocation_head(
+        ty,
+        invocation.invocation_id.as_deref(),
+        &invocation.target,
+        out,
+    )?;
     match &invocation.arguments {
         Arguments::Values(values) => {
             out.put_u8(b'[');
@@ -524,15 +516,16 @@ fn write_invocation(
     Ok(())
 }
 
-/// A framed Invocation whose arguments are serialized straight into `out`.
-pub(crate) fn write_invocation_of<A: serde::Serialize + ?Sized>(
+/// An invocation up to its arguments' value: type, id, target and the `arguments` key.
+fn write_invocation_head(
+    ty: u8,
     invocation_id: Option<&str>,
     target: &str,
-    arguments: &A,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     out.extend_from_slice(b"{\"type\":");
-    out.put_u8(b'0' + message_type::INVOCATION);
+    out.put_u8(b'0' + ty);
+    // An empty id means "no id" to every reader, and the JavaScript client rejects it.
     if let Some(id) = invocation_id.filter(|id| !id.is_empty()) {
         out.extend_from_slice(b",\"invocationId\":");
         write_str(id, out)?;
@@ -540,6 +533,17 @@ pub(crate) fn write_invocation_of<A: serde::Serialize + ?Sized>(
     out.extend_from_slice(b",\"target\":");
     write_str(target, out)?;
     out.extend_from_slice(b",\"arguments\":");
+    Ok(())
+}
+
+/// A framed Invocation whose arguments are serialized straight into `out`.
+pub(crate) fn write_invocation_of<A: serde::Serialize + ?Sized>(
+    invocation_id: Option<&str>,
+    target: &str,
+    arguments: &A,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    write_invocation_head(message_type::INVOCATION, invocation_id, target, out)?;
     serde_json::to_writer(out.writer(), arguments)?;
     out.put_u8(b'}');
     out.put_u8(RECORD_SEPARATOR);

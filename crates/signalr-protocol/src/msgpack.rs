@@ -612,13 +612,13 @@ pub(crate) fn write_invocation_of<A: serde::Serialize + ?Sized>(
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     write_framed(out, |out| {
-        out.extend_from_slice(&[0x96, message_type::INVOCATION]);
-        write_map_len(0, out);
-        match invocation_id.filter(|id| !id.is_empty()) {
-            Some(id) => write_str(id, out),
-            None => out.put_u8(0xc0),
-        }
-        write_str(target, out);
+        write_invocation_head(
+            message_type::INVOCATION,
+            &Headers::new(),
+            invocation_id,
+            target,
+            out,
+        );
         arguments.serialize(&mut rmp_serde::Serializer::new(out.writer()).with_struct_map())?;
         write_array_len(0, out);
         Ok(())
@@ -718,17 +718,13 @@ fn write_invocation(
     invocation: &Invocation,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    out.extend_from_slice(&[0x96, ty]);
-    write_headers(&invocation.headers, out);
-    match invocation
-        .invocation_id
-        .as_deref()
-        .filter(|id| !id.is_empty())
-    {
-        Some(id) => write_str(id, out),
-        None => out.put_u8(0xc0),
-    }
-    write_str(&invocation.target, out);
+    write_invocation_head(
+        ty,
+        &invocation.headers,
+        invocation.invocation_id.as_deref(),
+        &invocation.target,
+        out,
+    );
     match &invocation.arguments {
         Arguments::Values(values) => {
             write_array_len(values.len(), out);
@@ -743,6 +739,23 @@ fn write_invocation(
         write_str(id, out);
     }
     Ok(())
+}
+
+/// An invocation's array up to its arguments: type, headers, id (nil when empty) and target.
+fn write_invocation_head(
+    ty: u8,
+    headers: &Headers,
+    invocation_id: Option<&str>,
+    target: &str,
+    out: &mut BytesMut,
+) {
+    out.extend_from_slice(&[0x96, ty]);
+    write_headers(headers, out);
+    match invocation_id.filter(|id| !id.is_empty()) {
+        Some(id) => write_str(id, out),
+        None => out.put_u8(0xc0),
+    }
+    write_str(target, out);
 }
 
 fn write_headers(headers: &Headers, out: &mut BytesMut) {
