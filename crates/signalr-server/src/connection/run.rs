@@ -911,8 +911,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                         self.methods_running += 1;
                         let core = core.clone();
                         self.tasks.push(Box::pin(async move {
-                            core.manager.flush().await;
-                            send_completion(&connection, invocation_id, result);
+                            complete_after_flush(&core, &connection, invocation_id, result).await;
                             Done::Method
                         }));
                         return;
@@ -1009,10 +1008,20 @@ async fn run_method(
     let result = method_result(output, &core, &connection, &name, detailed);
     // Fire-and-forget invocations get no reply, not even an error.
     if let Some(invocation_id) = invocation_id {
-        // What the method sent is out before its caller hears it is done.
-        core.manager.flush().await;
-        send_completion(&connection, invocation_id, result);
+        complete_after_flush(&core, &connection, invocation_id, result).await;
     }
+}
+
+/// Send a method's Completion once what it sent is out (the backplane's flush), so that a
+/// caller holding its result knows the method's messages have left this node.
+async fn complete_after_flush(
+    core: &HubCore,
+    connection: &HubConnection,
+    invocation_id: String,
+    result: CompletionResult,
+) {
+    core.manager.flush().await;
+    send_completion(connection, invocation_id, result);
 }
 
 /// Poll a future once, as part of the current task's turn. The waker is a no-op: a future
