@@ -28,6 +28,8 @@ use signalr_server::{
 pub struct ServerConfig {
     /// Bytes queued per connection before it is closed as a slow consumer.
     pub max_buffered_bytes: usize,
+    /// Most bytes written in one WebSocket message (`TransportOptions::max_write_batch_bytes`).
+    pub max_write_batch_bytes: usize,
     /// Scale out through Redis (cross-node workloads); `None`: in memory.
     pub redis: Option<Arc<RedisHubLifetimeManager>>,
 }
@@ -36,6 +38,7 @@ impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
             .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("max_write_batch_bytes", &self.max_write_batch_bytes)
             .field("redis", &self.redis.is_some())
             .finish()
     }
@@ -45,6 +48,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_buffered_bytes: signalr_server::TransportOptions::default().max_buffered_bytes,
+            max_write_batch_bytes: signalr_server::TransportOptions::default()
+                .max_write_batch_bytes,
             redis: None,
         }
     }
@@ -114,7 +119,10 @@ pub fn app(config: &ServerConfig) -> Router {
         .method("SendToConnection", send_to_connection)
         .user_id_provider(user_from_query)
         .lifetime_manager(manager)
-        .configure_transports(|t| t.max_buffered_bytes = config.max_buffered_bytes)
+        .configure_transports(|t| {
+            t.max_buffered_bytes = config.max_buffered_bytes;
+            t.max_write_batch_bytes = config.max_write_batch_bytes;
+        })
         .build();
     let stats = get(move || {
         let count = count.clone();

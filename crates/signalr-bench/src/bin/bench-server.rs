@@ -1,7 +1,7 @@
 //! `bench-server`: the benchmark hub (see `signalr_bench::server`).
 //!
 //! ```text
-//! bench-server --listen 127.0.0.1:5000 [--max-buffered-bytes N] [--redis redis://127.0.0.1:6390]
+//! bench-server --listen 127.0.0.1:5000 [--max-buffered-bytes N] [--max-write-batch-bytes N] [--redis redis://127.0.0.1:6390]
 //! ```
 //!
 //! Prints `listening on http://ADDR` on stdout once it accepts connections; stops on SIGTERM.
@@ -22,6 +22,9 @@ struct Args {
     /// Bytes queued per connection before it is closed as a slow consumer.
     #[arg(long, default_value_t = ServerConfig::default().max_buffered_bytes)]
     max_buffered_bytes: usize,
+    /// Most bytes written in one WebSocket message.
+    #[arg(long, default_value_t = ServerConfig::default().max_write_batch_bytes)]
+    max_write_batch_bytes: usize,
     /// Scale out through Redis (cross-node workloads W3, W4).
     #[arg(long)]
     redis: Option<String>,
@@ -46,6 +49,7 @@ async fn main() -> std::io::Result<()> {
     };
     let config = ServerConfig {
         max_buffered_bytes: args.max_buffered_bytes,
+        max_write_batch_bytes: args.max_write_batch_bytes,
         redis,
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
