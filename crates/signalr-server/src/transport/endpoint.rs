@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
@@ -260,9 +260,9 @@ async fn dispatch(
             if !endpoint.offers(TransportType::WebSockets) {
                 return Err(Refusal::Disabled(TransportType::WebSockets));
             }
-            match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            match websocket::Upgrade::from_parts(&mut parts) {
                 Ok(upgrade) => websocket::accept(endpoint, parts, upgrade, identity),
-                Err(rejection) => Ok(rejection.into_response()),
+                Err(refused) => Ok(refused.into_response()),
             }
         }
         Method::GET if accepts_event_stream(&parts) => {

@@ -66,19 +66,34 @@ pub enum Batch {
     Closed,
 }
 
-/// What [`Outbox::next_write`] found: one transport write's worth of bytes.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Write {
-    /// Bytes to write: a single queued frame as it is (no copy), or several concatenated;
-    /// `frames` is how many hub messages they hold.
-    Bytes {
-        /// The bytes.
-        data: Bytes,
-        /// Hub messages in them.
-        frames: usize,
-    },
-    /// The outbox is closed and empty: the writer should end the transport.
-    Closed,
+/// Where the writer collects what it takes: copies of the frames in one buffer (a long-poll
+/// body, an SSE event) or the frames themselves (a WebSocket message written with one
+/// vectored write; `Bytes` shared with every connection a broadcast reaches, so taking them
+/// copies nothing).
+trait Collect {
+    fn reserve(&mut self, bytes: usize, frames: usize);
+    fn add(&mut self, frame: &Bytes);
+}
+
+impl Collect for BytesMut {
+    fn reserve(&mut self, bytes: usize, _frames: usize) {
+        BytesMut::reserve(self, bytes);
+    }
+
+    fn add(&mut self, frame: &Bytes) {
+        self.extend_from_slice(frame);
+    }
+}
+
+impl Collect for Vec<Bytes> {
+    fn reserve(&mut self, _bytes: usize, frames: usize) {
+        // Not a deep queue's worth at once: the batch is bounded in bytes, not frames.
+        Vec::reserve(self, frames.min(128));
+    }
+
+    fn add(&mut self, frame: &Bytes) {
+        self.push(frame.clone());
+    }
 }
 
 /// A byte-bounded, multi-producer, single-consumer queue of outbound frames.
@@ -164,10 +179,6 @@ impl Queue {
 
     fn front(&self) -> Option<&Frame> {
         self.first.as_ref()
-    }
-
-    fn second(&self) -> Option<&Frame> {
-        self.rest.front()
     }
 
     fn push_back(&mut self, frame: Frame) {
@@ -484,29 +495,48 @@ impl Outbox {
         self.writer_wait(|outbox| outbox.take(out, max_bytes)).await
     }
 
-    /// Like [`Outbox::next_batch`], but hands over a lone queued frame as it is: a broadcast
-    /// frame shared by every connection is written without being copied, and no buffer is
-    /// allocated for it. Several queued frames are concatenated in `scratch`.
-    pub async fn next_write(&self, scratch: &mut BytesMut, max_bytes: usize) -> Write {
-        self.writer_wait(|outbox| outbox.try_next_write(scratch, max_bytes))
-            .await
+    /// Like [`Outbox::next_batch`], but appends the queued frames themselves to `out`, for a
+    /// writer that hands them to one vectored write instead of copying them together.
+    /// Replay works as with [`Outbox::next_batch`] (after a resume, the Sequence message and
+    /// the unacknowledged frames come first).
+    ///
+    /// Cancel safe: frames are only taken in the same poll that returns them.
+    pub fn poll_frames(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        out: &mut Vec<Bytes>,
+        max_bytes: usize,
+    ) -> Poll<(Batch, usize)> {
+        self.poll_attempt(cx, |outbox| outbox.take(out, max_bytes))
+    }
+
+    /// [`Outbox::poll_frames`] without waiting: `None` when nothing is queued and the outbox
+    /// is still open.
+    pub fn try_next_frames(&self, out: &mut Vec<Bytes>, max_bytes: usize) -> Option<Batch> {
+        self.take(out, max_bytes).map(|(batch, _)| batch)
     }
 
     /// Resolves with the first `Some` of `attempt`, asked again whenever the writer is woken.
     async fn writer_wait<T>(&self, mut attempt: impl FnMut(&Outbox) -> Option<T>) -> T {
-        std::future::poll_fn(|cx| {
-            if let Some(found) = attempt(self) {
-                return Poll::Ready(found);
-            }
-            self.writer.register(cx.waker());
-            // Pushed between the first attempt and the registration: that push's wake-up
-            // may have gone to the previous waker.
-            match attempt(self) {
-                Some(found) => Poll::Ready(found),
-                None => Poll::Pending,
-            }
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_attempt(cx, &mut attempt)).await
+    }
+
+    /// One poll of [`Outbox::writer_wait`].
+    fn poll_attempt<T>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        mut attempt: impl FnMut(&Outbox) -> Option<T>,
+    ) -> Poll<T> {
+        if let Some(found) = attempt(self) {
+            return Poll::Ready(found);
+        }
+        self.writer.register(cx.waker());
+        // Pushed between the first attempt and the registration: that push's wake-up may
+        // have gone to the previous waker.
+        match attempt(self) {
+            Some(found) => Poll::Ready(found),
+            None => Poll::Pending,
+        }
     }
 
     /// Wakes producers waiting for room, if there are any.
@@ -518,49 +548,13 @@ impl Outbox {
         }
     }
 
-    /// [`Outbox::next_write`] without waiting.
-    pub fn try_next_write(&self, scratch: &mut BytesMut, max_bytes: usize) -> Option<Write> {
-        {
-            let mut state = self.lock();
-            // Replay keeps its own bookkeeping of what is written: that takes the general path.
-            let lone = state.replay.is_none()
-                && match (state.frames.front(), state.frames.second()) {
-                    (Some(_), None) => true,
-                    (Some(first), Some(second)) => {
-                        first.bytes.len() + second.bytes.len() > max_bytes
-                    }
-                    (None, _) => false,
-                };
-            if lone && let Some(frame) = state.frames.pop_front() {
-                state.bytes -= frame.bytes.len();
-                state.frames.release_if_drained();
-                drop(state);
-                self.wake_producers();
-                self.stamp_write();
-                return Some(Write::Bytes {
-                    data: frame.bytes,
-                    frames: 1,
-                });
-            }
-        }
-        match self.take(scratch, max_bytes)? {
-            (Batch::Frames, frames) => Some(Write::Bytes {
-                // The whole buffer, not a split of it: the writer may take the allocation
-                // back once the transport is done with it (see the WebSocket transport).
-                data: std::mem::take(scratch).freeze(),
-                frames,
-            }),
-            (Batch::Closed, _) => Some(Write::Closed),
-        }
-    }
-
     /// [`Outbox::next_batch`] without waiting: `None` when nothing is queued and the outbox is
     /// still open.
     pub fn try_next_batch(&self, out: &mut BytesMut, max_bytes: usize) -> Option<Batch> {
         self.take(out, max_bytes).map(|(batch, _)| batch)
     }
 
-    fn take(&self, out: &mut BytesMut, max_bytes: usize) -> Option<(Batch, usize)> {
+    fn take(&self, out: &mut impl Collect, max_bytes: usize) -> Option<(Batch, usize)> {
         let mut state = self.lock();
         let state = &mut *state;
         let mut taken = 0;
@@ -573,15 +567,16 @@ impl Outbox {
                 .unacked
                 .front()
                 .map_or(replay.next_write, |(seq, _)| *seq);
-            out.extend_from_slice(&(replay.sequence)(first));
+            out.add(&(replay.sequence)(first));
             for (_, frame) in &replay.unacked {
-                out.extend_from_slice(frame);
+                out.add(frame);
             }
             frames = 1 + replay.unacked.len();
             taken = 1;
         }
         // One allocation for the batch instead of a doubling series of them.
-        out.reserve(state.bytes.min(max_bytes));
+        let queued = state.frames.rest.len() + usize::from(state.frames.first.is_some());
+        out.reserve(state.bytes.min(max_bytes), queued);
         let mut dequeued = 0;
         while let Some(frame) = state.frames.front() {
             if taken > 0 && taken + frame.bytes.len() > max_bytes {
@@ -600,7 +595,7 @@ impl Outbox {
             taken += frame.bytes.len();
             dequeued += frame.bytes.len();
             frames += 1;
-            out.extend_from_slice(&frame.bytes);
+            out.add(&frame.bytes);
             if let (Some(replay), Some(seq)) = (state.replay.as_mut(), frame.seq) {
                 let seq = seq.get();
                 replay.next_write = seq + 1;
@@ -792,30 +787,52 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_frame_is_written_without_a_copy() {
+    fn frames_are_taken_without_a_copy() {
         let outbox = Outbox::new(1024);
         let shared = frame("broadcast");
         outbox.push(shared.clone()).unwrap();
-        let mut scratch = BytesMut::new();
-        match outbox.try_next_write(&mut scratch, 1024) {
-            Some(Write::Bytes { data, frames: 1 }) => assert_eq!(data.as_ptr(), shared.as_ptr()),
-            other => panic!("{other:?}"),
-        }
         outbox.push(frame("a")).unwrap();
-        outbox.push(frame("b")).unwrap();
+        let mut taken = Vec::new();
         assert_eq!(
-            outbox.try_next_write(&mut scratch, 1024),
-            Some(Write::Bytes {
-                data: frame("ab"),
-                frames: 2
-            })
+            outbox.try_next_frames(&mut taken, 1024),
+            Some(Batch::Frames)
         );
-        assert_eq!(outbox.try_next_write(&mut scratch, 1024), None);
+        assert_eq!(taken, [shared.clone(), frame("a")]);
+        assert_eq!(taken[0].as_ptr(), shared.as_ptr());
+        assert_eq!(outbox.buffered_bytes(), 0);
+        taken.clear();
+        assert_eq!(outbox.try_next_frames(&mut taken, 1024), None);
         outbox.close();
         assert_eq!(
-            outbox.try_next_write(&mut scratch, 1024),
-            Some(Write::Closed)
+            outbox.try_next_frames(&mut taken, 1024),
+            Some(Batch::Closed)
         );
+        assert!(taken.is_empty());
+    }
+
+    #[test]
+    fn taken_frames_are_bounded_in_bytes_and_replayed_after_a_resume() {
+        let outbox = Outbox::new(1024);
+        outbox.enable_replay(1024, sequence());
+        for text in ["aa", "bb", "cc"] {
+            outbox.push(frame(text)).unwrap();
+        }
+        let mut taken = Vec::new();
+        assert_eq!(outbox.try_next_frames(&mut taken, 4), Some(Batch::Frames));
+        assert_eq!(taken, [frame("aa"), frame("bb")]);
+        taken.clear();
+        outbox.ack(1);
+        outbox.resume();
+        assert_eq!(
+            outbox.try_next_frames(&mut taken, 1024),
+            Some(Batch::Frames)
+        );
+        let mut expected = vec![sequence()(2), frame("bb"), frame("cc")];
+        assert_eq!(taken, expected);
+        taken.clear();
+        assert_eq!(outbox.try_next_frames(&mut taken, 1024), None);
+        expected.clear();
+        assert_eq!(taken, expected);
     }
 
     /// Queue `n` frames, then write everything.
@@ -823,9 +840,9 @@ mod tests {
         for _ in 0..n {
             outbox.push(frame("x")).unwrap();
         }
-        let mut scratch = BytesMut::new();
+        let mut taken = Vec::new();
         while outbox.buffered_bytes() > 0 {
-            assert!(outbox.try_next_write(&mut scratch, 1 << 20).is_some());
+            assert!(outbox.try_next_frames(&mut taken, 1 << 20).is_some());
         }
     }
 

@@ -15,22 +15,44 @@
 //! Frame type: text for the JSON protocol, binary for MessagePack (decided at the handshake,
 //! which the application signals through [`Outbox::set_binary`]). Client frames of either type
 //! are accepted whatever the protocol: the Java client sends JSON in binary frames.
+//!
+//! The upgrade is answered here rather than by axum's extractor, because the socket task
+//! needs the socket itself: data messages are written straight to it ([`MessageWriter`]),
+//! while tungstenite reads and answers control frames.
 
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
+use futures::{Sink, Stream};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::admission::Ticket;
 use super::connections::new_id;
 use super::endpoint::{ApplicationStart, Endpoint, Refusal, query_param};
 use super::inbound::{self, InboundSender};
-use super::{INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportError, TransportType, Write};
+use super::telemetry::TransportMetrics;
+use super::ws_writer::MessageWriter;
+use super::{Batch, INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportError, TransportType};
 use crate::auth::Identity;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// The socket as the transport holds it: tungstenite over the upgraded HTTP connection.
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// How long to keep reading after sending a close frame, so the client's unread data is
 /// consumed and the close frame is not lost to a TCP reset.
@@ -78,13 +100,117 @@ impl Held {
     }
 }
 
+/// A valid WebSocket upgrade request (RFC 6455 §4.2.1), not yet answered.
+pub(crate) struct Upgrade {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+impl Upgrade {
+    /// Checks the upgrade request's headers; a request that is not a valid upgrade gets the
+    /// status and text that say why.
+    pub(crate) fn from_parts(
+        parts: &mut http::request::Parts,
+    ) -> Result<Upgrade, (StatusCode, &'static str)> {
+        let refuse = |status: StatusCode, text: &'static str| Err((status, text));
+        if parts.method != Method::GET {
+            return refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "A WebSocket upgrade must be a GET",
+            );
+        }
+        let has_token = |name: header::HeaderName, token: &str| {
+            parts.headers.get_all(name).iter().any(|value| {
+                value
+                    .to_str()
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            })
+        };
+        if !has_token(header::CONNECTION, "upgrade") {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "Connection header did not include 'upgrade'",
+            );
+        }
+        if !has_token(header::UPGRADE, "websocket") {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "`Upgrade` header did not include 'websocket'",
+            );
+        }
+        if parts
+            .headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "`Sec-WebSocket-Version` header did not include '13'",
+            );
+        }
+        let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "`Sec-WebSocket-Key` header missing",
+            );
+        };
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "WebSocket request couldn't be upgraded since no upgrade state was present",
+            );
+        };
+        Ok(Upgrade { key, on_upgrade })
+    }
+
+    /// Answers `101 Switching Protocols` and runs `socket` with the WebSocket once the HTTP
+    /// connection is handed over (`failed` if it never is).
+    fn on_upgrade<F, Fut>(
+        self,
+        config: WebSocketConfig,
+        socket: F,
+        failed: impl FnOnce(hyper::Error) + Send + 'static,
+    ) -> Response
+    where
+        F: FnOnce(Socket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let stream = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
+                    socket(stream).await;
+                }
+                Err(error) => failed(error),
+            }
+        });
+        let accept = derive_accept_key(self.key.as_bytes());
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}
+
 /// Answer the upgrade: activate the negotiated connection (or create one when negotiation
 /// was skipped), start its application if this is its first transport request, and start
 /// the socket task.
 pub(crate) fn accept(
     endpoint: Arc<Endpoint>,
     parts: http::request::Parts,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
     identity: Option<Arc<Identity>>,
 ) -> Result<Response, Refusal> {
     let token = query_param(&parts.uri, "id");
@@ -161,19 +287,23 @@ pub(crate) fn accept(
     }
     let failed_endpoint = endpoint.clone();
     let failed_token = token.clone();
-    Ok(upgrade
+    // Data messages bypass tungstenite's write buffer (`MessageWriter`); it only ever holds
+    // a control frame, written at once.
+    let config = WebSocketConfig::default()
         .read_buffer_size(options.websocket_read_buffer)
         .write_buffer_size(0)
-        .max_write_buffer_size(options.max_write_batch_bytes * 4 + 64 * 1024)
-        .max_message_size(options.max_websocket_message_bytes)
-        .max_frame_size(options.max_websocket_message_bytes)
-        .on_failed_upgrade(move |error| {
-            tracing::debug!(%error, "WebSocket upgrade failed");
-            if let Some(token) = failed_token {
-                failed_endpoint.connections.dispose(&token);
-            }
-        })
-        .on_upgrade(move |mut ws| {
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(options.max_websocket_message_bytes))
+        .max_frame_size(Some(options.max_websocket_message_bytes));
+    let failed = move |error: hyper::Error| {
+        tracing::debug!(%error, "WebSocket upgrade failed");
+        if let Some(token) = failed_token {
+            failed_endpoint.connections.dispose(&token);
+        }
+    };
+    Ok(upgrade.on_upgrade(
+        config,
+        move |mut ws| {
             async move {
                 if resume {
                     // A stateful reconnect: the application drops what the old socket cut off
@@ -205,7 +335,9 @@ pub(crate) fn accept(
                 }
             }
             .instrument(span)
-        }))
+        },
+        failed,
+    ))
 }
 
 /// How a socket ended.
@@ -221,9 +353,91 @@ enum Ended {
     TakenOver,
 }
 
+/// What the socket did, as [`Writing::poll`] reports it.
+enum Event {
+    /// A data message was completely written.
+    Wrote,
+    /// Writing failed: the socket is gone.
+    WriteFailed,
+    /// The outbox is closed and everything in it was written.
+    Drained,
+    /// What tungstenite read.
+    Read(Option<Result<Message, WsError>>),
+}
+
+/// The socket task's write side: the message being written, and whether tungstenite may
+/// hold a control reply to flush before the next one.
+#[derive(Default)]
+struct Writing {
+    writer: MessageWriter,
+    control_pending: bool,
+}
+
+impl Writing {
+    /// Drives the socket: writes what the outbox holds (a message at a time, each as many
+    /// frames as were queued, up to `max_batch` bytes), and reads when `read` allows and no
+    /// message is half written.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut Socket,
+        outbox: &Outbox,
+        metrics: &TransportMetrics,
+        max_batch: usize,
+        read: bool,
+    ) -> Poll<Event> {
+        if !self.writer.is_writing() {
+            // A control reply tungstenite queued while reading goes out before the next
+            // message.
+            let flushed = !self.control_pending
+                || match Pin::new(&mut *socket).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
+                    Poll::Pending => false,
+                };
+            if flushed {
+                self.control_pending = false;
+                match outbox.poll_frames(cx, self.writer.frames_mut(), max_batch) {
+                    Poll::Ready((Batch::Frames, frames)) => {
+                        let bytes = self.writer.start(outbox.is_binary());
+                        metrics.sent(TransportType::WebSockets, bytes, frames);
+                    }
+                    Poll::Ready((Batch::Closed, _)) => return Poll::Ready(Event::Drained),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if self.writer.is_writing() {
+            return match self.writer.poll_write(socket.get_mut(), cx) {
+                Poll::Ready(Ok(())) => {
+                    if outbox.buffered_bytes() == 0 {
+                        // Drained: a buffer kept from a burst would stay with the connection.
+                        self.writer.release();
+                    }
+                    Poll::Ready(Event::Wrote)
+                }
+                Poll::Ready(Err(error)) => {
+                    tracing::debug!(%error, "WebSocket write failed");
+                    Poll::Ready(Event::WriteFailed)
+                }
+                // Not reading meanwhile: tungstenite's read could write a reply into the
+                // message.
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        if read {
+            let read = Pin::new(socket).poll_next(cx);
+            // Whatever tungstenite read may have queued a reply (a Pong, a Close).
+            self.control_pending |= read.is_ready();
+            return read.map(Event::Read);
+        }
+        Poll::Pending
+    }
+}
+
 async fn run(
     endpoint: &Endpoint,
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     inbound: InboundSender,
     outbox: &Outbox,
     let_go: &CancellationToken,
@@ -231,7 +445,7 @@ async fn run(
 ) -> Ended {
     let options = &endpoint.options;
     let metrics = &endpoint.lifecycle.metrics;
-    let mut batch = BytesMut::new();
+    let mut writing = Writing::default();
     // Data read from the socket, waiting for room in the inbound channel; then, once reading
     // failed, the failure.
     let mut held: Option<Held> = None;
@@ -239,6 +453,7 @@ async fn run(
     // False once the read side is finished (error): writes continue until the outbox closes.
     let mut reading = true;
     let ended = loop {
+        let read = reading && held.as_ref().is_none_or(|h| h.len() < MAX_GATHERED_BYTES);
         tokio::select! {
             biased;
             // Only a stateful connection's socket can be taken over (`activate_socket`). The
@@ -246,57 +461,31 @@ async fn run(
             // turn of the loop. (Made here, not pinned once outside the loop: held for the
             // socket's life, the future costs every idle connection ≈90 bytes.)
             () = let_go.cancelled(), if stateful => break Ended::TakenOver,
-            next = outbox.next_write(&mut batch, options.max_write_batch_bytes) => match next {
-                Write::Bytes { data, frames } => {
-                    metrics.sent(TransportType::WebSockets, data.len(), frames);
-                    // Several frames were copied into `batch`'s buffer. tungstenite copies them
-                    // again and lets go, so the buffer can serve the next batch while frames
-                    // keep coming: a fresh one per write (up to `max_write_batch_bytes`) made
-                    // the allocator hand pages back and fault them in again, a quarter of the
-                    // server's time at W5 saturation. An idle connection keeps none.
-                    let reusable = (frames > 1).then(|| data.clone());
-                    let message = if outbox.is_binary() {
-                        Message::Binary(data)
-                    } else {
-                        match Utf8Bytes::try_from(data) {
-                            Ok(text) => Message::Text(text),
-                            Err(error) => {
-                                tracing::error!(%error, "outbound JSON frame is not UTF-8");
-                                break Ended::ClosedByServer;
-                            }
-                        }
-                    };
-                    if socket.send(message).await.is_err() {
-                        break Ended::Dropped;
-                    }
-                    if outbox.buffered_bytes() == 0 {
-                        // Drained: a buffer kept from a burst would stay with the connection
-                        // for as long as single frames follow (they are written without it).
-                        batch = BytesMut::new();
-                    } else if let Some(used) = reusable
-                        && let Ok(mut buffer) = used.try_into_mut()
-                    {
-                        buffer.clear();
-                        batch = buffer;
-                    }
-                }
-                Write::Closed => break Ended::ClosedByServer,
-            },
-            message = socket.recv(),
-                if reading && held.as_ref().is_none_or(|h| h.len() < MAX_GATHERED_BYTES) =>
-            match message {
-                Some(Ok(Message::Text(text))) => {
+            event = poll_fn(|cx| writing.poll(
+                cx,
+                socket,
+                outbox,
+                metrics,
+                options.max_write_batch_bytes,
+                read,
+            )) => match event {
+                Event::Wrote => {}
+                Event::WriteFailed => break Ended::Dropped,
+                Event::Drained => break Ended::ClosedByServer,
+                Event::Read(Some(Ok(Message::Text(text)))) => {
                     metrics.received(TransportType::WebSockets, text.len());
                     held = Some(Held::append(held.take(), Bytes::from(text)));
                 }
-                Some(Ok(Message::Binary(data))) => {
+                Event::Read(Some(Ok(Message::Binary(data)))) => {
                     metrics.received(TransportType::WebSockets, data.len());
                     held = Some(Held::append(held.take(), data));
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) => break Ended::ClosedByClient,
-                None => break Ended::Dropped,
-                Some(Err(error)) => {
+                Event::Read(Some(Ok(
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_),
+                ))) => {}
+                Event::Read(Some(Ok(Message::Close(_)))) => break Ended::ClosedByClient,
+                Event::Read(None) => break Ended::Dropped,
+                Event::Read(Some(Err(error))) => {
                     let error = transport_error(&error, options.max_websocket_message_bytes);
                     tracing::debug!(%error, "WebSocket read failed");
                     if matches!(error, TransportError::Io(_)) && outbox.replay_enabled() {
@@ -334,13 +523,14 @@ async fn run(
     drop(inbound);
 
     if ended == Ended::ClosedByServer {
+        use futures::{SinkExt, StreamExt};
         let close = Message::Close(Some(CloseFrame {
-            code: 1000,
+            code: CloseCode::Normal,
             reason: Utf8Bytes::default(),
         }));
         if socket.send(close).await.is_ok() && reading {
             let _ = tokio::time::timeout(CLOSE_LINGER, async {
-                while let Some(Ok(_)) = socket.recv().await {}
+                while let Some(Ok(_)) = socket.next().await {}
             })
             .await;
         }
@@ -348,12 +538,11 @@ async fn run(
     ended
 }
 
-fn transport_error(error: &axum::Error, max: usize) -> TransportError {
-    let text = error.to_string();
-    // tungstenite reports an oversize message as a capacity error ("Space limit exceeded").
-    if text.contains("Space limit exceeded") || text.to_ascii_lowercase().contains("too long") {
-        TransportError::MessageTooLarge { max }
-    } else {
-        TransportError::Io(text)
+fn transport_error(error: &WsError, max: usize) -> TransportError {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            TransportError::MessageTooLarge { max }
+        }
+        error => TransportError::Io(error.to_string()),
     }
 }

@@ -1,0 +1,242 @@
+//! Writes outbound WebSocket data messages straight to the socket: the message's header and
+//! every frame (hub message) in it go out in vectored writes, so the kernel's copy is the
+//! only one.
+//!
+//! tungstenite would first copy each message into its own write buffer, which grows to the
+//! largest message the connection was ever sent and is never given back: with 64 KiB batches
+//! to 10 k connections that is 640 MB, faulted in page by page the first time a server is
+//! overloaded, which stalled it for seconds (BENCHMARKS.md, W5). The frames themselves are
+//! `Bytes` shared with every connection a broadcast reaches; nothing here copies them.
+//!
+//! tungstenite keeps the read half and its control replies (Pong, Close). Its read writes a
+//! pending reply before reading, so the socket task must not read while a message is half
+//! written ([`MessageWriter::is_writing`]), and flushes tungstenite before starting one.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+
+/// Most slices handed to one vectored write (the kernel takes at most 1024).
+const MAX_SLICES: usize = 64;
+
+/// One data message being written, and the buffer its frames are collected in.
+#[derive(Debug, Default)]
+pub(super) struct MessageWriter {
+    header: [u8; 10],
+    header_len: u8,
+    header_written: u8,
+    /// The message's payload, in order.
+    frames: Vec<Bytes>,
+    /// `frames[..next]` are written, and `offset` bytes of `frames[next]`.
+    next: usize,
+    offset: usize,
+    writing: bool,
+}
+
+impl MessageWriter {
+    /// A message is started and not completely written.
+    pub(super) fn is_writing(&self) -> bool {
+        self.writing
+    }
+
+    /// Where the next message's frames are collected (only while not writing).
+    pub(super) fn frames_mut(&mut self) -> &mut Vec<Bytes> {
+        debug_assert!(!self.writing);
+        &mut self.frames
+    }
+
+    /// Starts a message of the collected frames, as one text or binary message; returns its
+    /// payload's length.
+    pub(super) fn start(&mut self, binary: bool) -> usize {
+        let len: usize = self.frames.iter().map(Bytes::len).sum();
+        self.header_len = encode_header(&mut self.header, binary, len);
+        self.header_written = 0;
+        self.next = 0;
+        self.offset = 0;
+        self.writing = true;
+        len
+    }
+
+    /// Drops the collected frames' buffer, so that an idle connection keeps none.
+    pub(super) fn release(&mut self) {
+        debug_assert!(!self.writing);
+        self.frames = Vec::new();
+    }
+
+    /// Writes until the started message is completely written.
+    pub(super) fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.writing {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            let header_written = usize::from(self.header_written);
+            let header_len = usize::from(self.header_len);
+            if header_written < header_len {
+                slices[0] = IoSlice::new(&self.header[header_written..header_len]);
+                count = 1;
+            }
+            for (i, frame) in self.frames[self.next..].iter().enumerate() {
+                if count == MAX_SLICES {
+                    break;
+                }
+                let from = if i == 0 { self.offset } else { 0 };
+                slices[count] = IoSlice::new(&frame[from..]);
+                count += 1;
+            }
+            let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(written);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        let header_left = usize::from(self.header_len - self.header_written);
+        let from_header = written.min(header_left);
+        // At most 10.
+        self.header_written += from_header as u8;
+        written -= from_header;
+        while written > 0 {
+            let left = self.frames[self.next].len() - self.offset;
+            if written < left {
+                self.offset += written;
+                return;
+            }
+            written -= left;
+            self.next += 1;
+            self.offset = 0;
+        }
+        while self.frames.get(self.next).is_some_and(Bytes::is_empty) {
+            self.next += 1;
+        }
+        if self.header_written == self.header_len && self.next == self.frames.len() {
+            // Written: let go of the frames now (a broadcast's frame is freed once every
+            // connection has written it).
+            self.frames.clear();
+            self.writing = false;
+        }
+    }
+}
+
+/// A server's (unmasked) header of a final data frame of `len` bytes; returns its length.
+fn encode_header(header: &mut [u8; 10], binary: bool, len: usize) -> u8 {
+    header[0] = if binary { 0x82 } else { 0x81 };
+    if len < 126 {
+        header[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// Accepts at most `step` bytes per write.
+    struct Trickle {
+        written: Vec<u8>,
+        step: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(self.step - n);
+                self.written.extend_from_slice(&buf[..take]);
+                n += take;
+                if n == self.step {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn write(frames: Vec<Bytes>, binary: bool, step: usize) -> Vec<u8> {
+        let mut writer = MessageWriter::default();
+        *writer.frames_mut() = frames;
+        writer.start(binary);
+        let mut io = Trickle {
+            written: Vec::new(),
+            step,
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            writer.poll_write(&mut io, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(!writer.is_writing());
+        assert!(writer.frames_mut().is_empty());
+        io.written
+    }
+
+    #[test]
+    fn headers_follow_rfc_6455_length_encodings() {
+        let mut header = [0; 10];
+        assert_eq!(encode_header(&mut header, false, 125), 2);
+        assert_eq!(header[..2], [0x81, 125]);
+        assert_eq!(encode_header(&mut header, true, 126), 4);
+        assert_eq!(header[..4], [0x82, 126, 0, 126]);
+        assert_eq!(encode_header(&mut header, true, 65_535), 4);
+        assert_eq!(header[..4], [0x82, 126, 0xff, 0xff]);
+        assert_eq!(encode_header(&mut header, false, 65_536), 10);
+        assert_eq!(header, [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let frames: Vec<Bytes> = (0..200)
+            .map(|i| Bytes::from(format!("frame {i};").repeat(i % 7)))
+            .collect();
+        let payload: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        let whole = write(frames.clone(), true, usize::MAX);
+        assert_eq!(
+            whole[..4],
+            [0x82, 126, (payload.len() >> 8) as u8, payload.len() as u8]
+        );
+        assert_eq!(whole[4..], payload);
+        // One byte at a time and odd steps that split the header and frames anywhere.
+        for step in [1, 3, 7, 100] {
+            assert_eq!(write(frames.clone(), true, step), whole, "step {step}");
+        }
+    }
+}
