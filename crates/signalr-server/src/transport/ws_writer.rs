@@ -1,12 +1,14 @@
 //! Writes outbound WebSocket data messages straight to the socket: the message's header and
-//! every frame (hub message) in it go out in vectored writes, so the kernel's copy is the
-//! only one.
+//! its payload go out in one vectored write.
 //!
 //! tungstenite would first copy each message into its own write buffer, which grows to the
 //! largest message the connection was ever sent and is never given back: with 64 KiB batches
 //! to 10 k connections that is 640 MB, faulted in page by page the first time a server is
-//! overloaded, which stalled it for seconds (BENCHMARKS.md, W5). The frames themselves are
-//! `Bytes` shared with every connection a broadcast reaches; nothing here copies them.
+//! overloaded (BENCHMARKS.md, W5). Here a lone frame is written as it is (a broadcast's
+//! `Bytes`, shared by every connection it reaches), and several are copied together once
+//! into a buffer the connection keeps only while it is busy. Several frames are copied
+//! rather than handed to the kernel as one slice each: at W2's saturation, a hundred slices
+//! of 150 bytes cost the kernel more than the copy, and a message took several writes.
 //!
 //! tungstenite keeps the read half and its control replies (Pong, Close). Its read writes a
 //! pending reply before reading, so the socket task must not read while a message is half
@@ -19,19 +21,18 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
-/// Most slices handed to one vectored write (the kernel takes at most 1024).
-const MAX_SLICES: usize = 64;
-
-/// One data message being written, and the buffer its frames are collected in.
+/// One data message being written, and the buffers its payload is collected in.
 #[derive(Debug, Default)]
 pub(super) struct MessageWriter {
     header: [u8; 10],
     header_len: u8,
     header_written: u8,
-    /// The message's payload, in order.
+    /// The frames taken for the next message; while writing, the lone frame that is its
+    /// payload, or nothing when `copied` is.
     frames: Vec<Bytes>,
-    /// `frames[..next]` are written, and `offset` bytes of `frames[next]`.
-    next: usize,
+    /// Several frames, copied together.
+    copied: Vec<u8>,
+    /// Bytes of the payload written.
     offset: usize,
     writing: bool,
 }
@@ -51,19 +52,34 @@ impl MessageWriter {
     /// Starts a message of the collected frames, as one text or binary message; returns its
     /// payload's length.
     pub(super) fn start(&mut self, binary: bool) -> usize {
-        let len: usize = self.frames.iter().map(Bytes::len).sum();
+        self.copied.clear();
+        if self.frames.len() > 1 {
+            let len = self.frames.iter().map(Bytes::len).sum();
+            self.copied.reserve(len);
+            for frame in self.frames.drain(..) {
+                self.copied.extend_from_slice(&frame);
+            }
+        }
+        let len = self.payload().len();
         self.header_len = encode_header(&mut self.header, binary, len);
         self.header_written = 0;
-        self.next = 0;
         self.offset = 0;
         self.writing = true;
         len
     }
 
-    /// Drops the collected frames' buffer, so that an idle connection keeps none.
+    fn payload(&self) -> &[u8] {
+        match self.frames.first() {
+            Some(frame) => frame,
+            None => &self.copied,
+        }
+    }
+
+    /// Drops the buffers, so that an idle connection keeps none.
     pub(super) fn release(&mut self) {
         debug_assert!(!self.writing);
         self.frames = Vec::new();
+        self.copied = Vec::new();
     }
 
     /// Writes until the started message is completely written.
@@ -73,56 +89,26 @@ impl MessageWriter {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         while self.writing {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            let header_written = usize::from(self.header_written);
-            let header_len = usize::from(self.header_len);
-            if header_written < header_len {
-                slices[0] = IoSlice::new(&self.header[header_written..header_len]);
-                count = 1;
-            }
-            for (i, frame) in self.frames[self.next..].iter().enumerate() {
-                if count == MAX_SLICES {
-                    break;
-                }
-                let from = if i == 0 { self.offset } else { 0 };
-                slices[count] = IoSlice::new(&frame[from..]);
-                count += 1;
-            }
-            let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+            let header =
+                &self.header[usize::from(self.header_written)..usize::from(self.header_len)];
+            let payload = &self.payload()[self.offset..];
+            let slices = [IoSlice::new(header), IoSlice::new(payload)];
+            let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.advance(written);
+            let from_header = written.min(header.len());
+            // At most 10.
+            self.header_written += from_header as u8;
+            self.offset += written - from_header;
+            if self.header_written == self.header_len && self.offset == self.payload().len() {
+                // Written: let go of the frame now (a broadcast's frame is freed once every
+                // connection has written it).
+                self.frames.clear();
+                self.writing = false;
+            }
         }
         Poll::Ready(Ok(()))
-    }
-
-    fn advance(&mut self, mut written: usize) {
-        let header_left = usize::from(self.header_len - self.header_written);
-        let from_header = written.min(header_left);
-        // At most 10.
-        self.header_written += from_header as u8;
-        written -= from_header;
-        while written > 0 {
-            let left = self.frames[self.next].len() - self.offset;
-            if written < left {
-                self.offset += written;
-                return;
-            }
-            written -= left;
-            self.next += 1;
-            self.offset = 0;
-        }
-        while self.frames.get(self.next).is_some_and(Bytes::is_empty) {
-            self.next += 1;
-        }
-        if self.header_written == self.header_len && self.next == self.frames.len() {
-            // Written: let go of the frames now (a broadcast's frame is freed once every
-            // connection has written it).
-            self.frames.clear();
-            self.writing = false;
-        }
     }
 }
 
