@@ -301,3 +301,72 @@ async fn silent_clients_time_out_after_their_first_ping() {
         "still here"
     );
 }
+
+/// WebSocket pings from the client are answered while the server streams data to it, and the
+/// data messages arrive whole and in order although the client reads late, so that the
+/// server's writes stop part-way (tungstenite writes the Pongs; the transport writes the data
+/// messages itself and resumes them where the socket stopped taking bytes).
+#[tokio::test]
+async fn websocket_pings_are_answered_between_data_messages() {
+    use bytes::BytesMut;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    const COUNT: usize = 12_000;
+    const PING_EVERY: usize = 100;
+    let addr = start_test_hub(|_| {}).await;
+    let client = Client::connect(addr, "/hub", Protocol::Json).await;
+    let (mut sink, mut stream) = client.ws.split();
+    let payload = "p".repeat(2000);
+    let sender = tokio::spawn({
+        let payload = payload.clone();
+        async move {
+            for i in 0..COUNT {
+                let frame = format!(
+                    "{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i} {payload}\"]}}\u{1e}"
+                );
+                sink.feed(Message::text(frame)).await.unwrap();
+                if i % PING_EVERY == 0 {
+                    sink.feed(Message::Ping(i.to_string().into()))
+                        .await
+                        .unwrap();
+                }
+            }
+            sink.flush().await.unwrap();
+            sink
+        }
+    });
+    // Reading late fills the socket's buffers, so the server's writes stop part-way.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut received, mut pongs) = (0, 0);
+    let mut buf = BytesMut::new();
+    while received < COUNT || pongs < COUNT / PING_EVERY {
+        let message = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("the server keeps sending")
+            .expect("the socket stays open")
+            .expect("every frame is well formed");
+        match message {
+            Message::Text(text) => {
+                buf.extend_from_slice(text.as_bytes());
+                while let Some(message) =
+                    Protocol::Json.parse_message(&mut buf, usize::MAX).unwrap()
+                {
+                    let HubMessage::Invocation(invocation) = message else {
+                        continue;
+                    };
+                    let args = invocation.arguments.into_values().unwrap();
+                    let text = args[0].decode::<String>().unwrap();
+                    assert_eq!(text, format!("{received} {payload}"), "in order, whole");
+                    received += 1;
+                }
+            }
+            Message::Pong(data) => {
+                assert_eq!(&data[..], (pongs * PING_EVERY).to_string().as_bytes());
+                pongs += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(sender.await.unwrap());
+}
