@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{AuthOptions, Identity};
 pub use cors::{AllowedOrigins, CorsOptions};
 pub use inbound::InboundReceiver;
-pub use outbox::{Batch, Outbox, PushError, SequenceEncoder};
+pub use outbox::{Batch, Outbox, Payload, PushError, SequenceEncoder};
 pub use signalr_protocol::{TransferFormat, TransportType};
 
 /// Why a transport ended abnormally (passed to the application as the last inbound item).

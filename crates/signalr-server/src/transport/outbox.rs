@@ -66,10 +66,8 @@ pub enum Batch {
     Closed,
 }
 
-/// Where the writer collects what it takes: copies of the frames in one buffer (a long-poll
-/// body, an SSE event) or the frames themselves (a WebSocket message written with one
-/// vectored write; `Bytes` shared with every connection a broadcast reaches, so taking them
-/// copies nothing).
+/// Where the writer collects what it takes: the frames copied together in one buffer (a
+/// long-poll body, an SSE event), or a [`Payload`].
 trait Collect {
     fn reserve(&mut self, bytes: usize, frames: usize);
     fn add(&mut self, frame: &Bytes);
@@ -85,14 +83,59 @@ impl Collect for BytesMut {
     }
 }
 
-impl Collect for Vec<Bytes> {
-    fn reserve(&mut self, _bytes: usize, frames: usize) {
-        // Not a deep queue's worth at once: the batch is bounded in bytes, not frames.
-        Vec::reserve(self, frames.min(128));
+/// One write's worth of frames as [`Outbox::poll_payload`] takes them: a lone frame as it is
+/// (a broadcast's `Bytes`, shared with every connection it reaches, is not copied), several
+/// copied together into a buffer that is kept between writes until [`Payload::release`].
+#[derive(Debug, Default)]
+pub struct Payload {
+    lone: Option<Bytes>,
+    copied: Vec<u8>,
+    frames: usize,
+}
+
+impl Payload {
+    /// The bytes taken.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.lone {
+            Some(frame) => frame,
+            None => &self.copied,
+        }
+    }
+
+    /// Empties the payload, keeping the copy buffer's memory for the next write.
+    pub fn clear(&mut self) {
+        self.lone = None;
+        self.copied.clear();
+        self.frames = 0;
+    }
+
+    /// Empties the payload and frees its memory (an idle connection keeps none).
+    pub fn release(&mut self) {
+        *self = Payload::default();
+    }
+}
+
+impl Collect for Payload {
+    fn reserve(&mut self, bytes: usize, frames: usize) {
+        if self.frames + frames > 1 {
+            // One allocation for the copy instead of a doubling series of them.
+            self.copied
+                .reserve(bytes + self.lone.as_ref().map_or(0, Bytes::len));
+        }
     }
 
     fn add(&mut self, frame: &Bytes) {
-        self.push(frame.clone());
+        match self.frames {
+            0 => self.lone = Some(frame.clone()),
+            1 => {
+                if let Some(first) = self.lone.take() {
+                    self.copied.extend_from_slice(&first);
+                }
+                self.copied.extend_from_slice(frame);
+            }
+            _ => self.copied.extend_from_slice(frame),
+        }
+        self.frames += 1;
     }
 }
 
@@ -495,24 +538,24 @@ impl Outbox {
         self.writer_wait(|outbox| outbox.take(out, max_bytes)).await
     }
 
-    /// Like [`Outbox::next_batch`], but appends the queued frames themselves to `out`, for a
-    /// writer that hands them to one vectored write instead of copying them together.
-    /// Replay works as with [`Outbox::next_batch`] (after a resume, the Sequence message and
-    /// the unacknowledged frames come first).
+    /// Like [`Outbox::next_batch`], but takes the frames into a [`Payload`]: a lone queued
+    /// frame is handed over as it is, several are copied together. Replay works as with
+    /// [`Outbox::next_batch`] (after a resume, the Sequence message and the unacknowledged
+    /// frames come first). `out` must be empty ([`Payload::clear`]).
     ///
     /// Cancel safe: frames are only taken in the same poll that returns them.
-    pub fn poll_frames(
+    pub fn poll_payload(
         &self,
         cx: &mut std::task::Context<'_>,
-        out: &mut Vec<Bytes>,
+        out: &mut Payload,
         max_bytes: usize,
     ) -> Poll<(Batch, usize)> {
         self.poll_attempt(cx, |outbox| outbox.take(out, max_bytes))
     }
 
-    /// [`Outbox::poll_frames`] without waiting: `None` when nothing is queued and the outbox
+    /// [`Outbox::poll_payload`] without waiting: `None` when nothing is queued and the outbox
     /// is still open.
-    pub fn try_next_frames(&self, out: &mut Vec<Bytes>, max_bytes: usize) -> Option<Batch> {
+    pub fn try_next_payload(&self, out: &mut Payload, max_bytes: usize) -> Option<Batch> {
         self.take(out, max_bytes).map(|(batch, _)| batch)
     }
 
@@ -787,52 +830,56 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_taken_without_a_copy() {
+    fn a_lone_frame_is_taken_without_a_copy_and_several_are_copied_together() {
         let outbox = Outbox::new(1024);
         let shared = frame("broadcast");
         outbox.push(shared.clone()).unwrap();
-        outbox.push(frame("a")).unwrap();
-        let mut taken = Vec::new();
+        let mut taken = Payload::default();
         assert_eq!(
-            outbox.try_next_frames(&mut taken, 1024),
+            outbox.try_next_payload(&mut taken, 1024),
             Some(Batch::Frames)
         );
-        assert_eq!(taken, [shared.clone(), frame("a")]);
-        assert_eq!(taken[0].as_ptr(), shared.as_ptr());
+        assert_eq!(taken.bytes().as_ptr(), shared.as_ptr());
+        taken.clear();
+        outbox.push(frame("a")).unwrap();
+        outbox.push(frame("b")).unwrap();
+        outbox.push(frame("c")).unwrap();
+        assert_eq!(
+            outbox.try_next_payload(&mut taken, 1024),
+            Some(Batch::Frames)
+        );
+        assert_eq!(taken.bytes(), b"abc");
         assert_eq!(outbox.buffered_bytes(), 0);
         taken.clear();
-        assert_eq!(outbox.try_next_frames(&mut taken, 1024), None);
+        assert_eq!(outbox.try_next_payload(&mut taken, 1024), None);
         outbox.close();
         assert_eq!(
-            outbox.try_next_frames(&mut taken, 1024),
+            outbox.try_next_payload(&mut taken, 1024),
             Some(Batch::Closed)
         );
-        assert!(taken.is_empty());
+        assert_eq!(taken.bytes(), b"");
     }
 
     #[test]
-    fn taken_frames_are_bounded_in_bytes_and_replayed_after_a_resume() {
+    fn payloads_are_bounded_in_bytes_and_replayed_after_a_resume() {
         let outbox = Outbox::new(1024);
         outbox.enable_replay(1024, sequence());
         for text in ["aa", "bb", "cc"] {
             outbox.push(frame(text)).unwrap();
         }
-        let mut taken = Vec::new();
-        assert_eq!(outbox.try_next_frames(&mut taken, 4), Some(Batch::Frames));
-        assert_eq!(taken, [frame("aa"), frame("bb")]);
+        let mut taken = Payload::default();
+        assert_eq!(outbox.try_next_payload(&mut taken, 4), Some(Batch::Frames));
+        assert_eq!(taken.bytes(), b"aabb");
         taken.clear();
         outbox.ack(1);
         outbox.resume();
         assert_eq!(
-            outbox.try_next_frames(&mut taken, 1024),
+            outbox.try_next_payload(&mut taken, 1024),
             Some(Batch::Frames)
         );
-        let mut expected = vec![sequence()(2), frame("bb"), frame("cc")];
-        assert_eq!(taken, expected);
-        taken.clear();
-        assert_eq!(outbox.try_next_frames(&mut taken, 1024), None);
-        expected.clear();
-        assert_eq!(taken, expected);
+        assert_eq!(taken.bytes(), b"[S2]bbcc");
+        taken.release();
+        assert_eq!(outbox.try_next_payload(&mut taken, 1024), None);
     }
 
     /// Queue `n` frames, then write everything.
@@ -840,9 +887,10 @@ mod tests {
         for _ in 0..n {
             outbox.push(frame("x")).unwrap();
         }
-        let mut taken = Vec::new();
+        let mut taken = Payload::default();
         while outbox.buffered_bytes() > 0 {
-            assert!(outbox.try_next_frames(&mut taken, 1 << 20).is_some());
+            assert!(outbox.try_next_payload(&mut taken, 1 << 20).is_some());
+            taken.clear();
         }
     }
 

@@ -397,7 +397,7 @@ impl Writing {
                 };
             if flushed {
                 self.control_pending = false;
-                match outbox.poll_frames(cx, self.writer.frames_mut(), max_batch) {
+                match outbox.poll_payload(cx, self.writer.payload_mut(), max_batch) {
                     Poll::Ready((Batch::Frames, frames)) => {
                         let bytes = self.writer.start(outbox.is_binary());
                         metrics.sent(TransportType::WebSockets, bytes, frames);

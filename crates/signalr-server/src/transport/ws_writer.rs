@@ -4,11 +4,12 @@
 //! tungstenite would first copy each message into its own write buffer, which grows to the
 //! largest message the connection was ever sent and is never given back: with 64 KiB batches
 //! to 10 k connections that is 640 MB, faulted in page by page the first time a server is
-//! overloaded (BENCHMARKS.md, W5). Here a lone frame is written as it is (a broadcast's
-//! `Bytes`, shared by every connection it reaches), and several are copied together once
-//! into a buffer the connection keeps only while it is busy. Several frames are copied
-//! rather than handed to the kernel as one slice each: at W2's saturation, a hundred slices
-//! of 150 bytes cost the kernel more than the copy, and a message took several writes.
+//! overloaded (BENCHMARKS.md, W5). Here the outbox's [`Payload`] is written: a lone frame as
+//! it is (a broadcast's `Bytes`, shared by every connection it reaches), several copied
+//! together once into a buffer the connection keeps only while it is busy. Several frames
+//! are copied rather than handed to the kernel as one slice each: at W2's saturation, a
+//! hundred slices of 90 bytes cost the kernel more than the copy, and a message took several
+//! writes.
 //!
 //! tungstenite keeps the read half and its control replies (Pong, Close). Its read writes a
 //! pending reply before reading, so the socket task must not read while a message is half
@@ -18,20 +19,17 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
-/// One data message being written, and the buffers its payload is collected in.
+use super::Payload;
+
+/// One data message being written, and the payload it is taken into.
 #[derive(Debug, Default)]
 pub(super) struct MessageWriter {
     header: [u8; 10],
     header_len: u8,
     header_written: u8,
-    /// The frames taken for the next message; while writing, the lone frame that is its
-    /// payload, or nothing when `copied` is.
-    frames: Vec<Bytes>,
-    /// Several frames, copied together.
-    copied: Vec<u8>,
+    payload: Payload,
     /// Bytes of the payload written.
     offset: usize,
     writing: bool,
@@ -43,24 +41,16 @@ impl MessageWriter {
         self.writing
     }
 
-    /// Where the next message's frames are collected (only while not writing).
-    pub(super) fn frames_mut(&mut self) -> &mut Vec<Bytes> {
+    /// Where the next message's frames are taken (only while not writing; empty).
+    pub(super) fn payload_mut(&mut self) -> &mut Payload {
         debug_assert!(!self.writing);
-        &mut self.frames
+        &mut self.payload
     }
 
-    /// Starts a message of the collected frames, as one text or binary message; returns its
-    /// payload's length.
+    /// Starts a message of the payload taken, as one text or binary message; returns its
+    /// length.
     pub(super) fn start(&mut self, binary: bool) -> usize {
-        self.copied.clear();
-        if self.frames.len() > 1 {
-            let len = self.frames.iter().map(Bytes::len).sum();
-            self.copied.reserve(len);
-            for frame in self.frames.drain(..) {
-                self.copied.extend_from_slice(&frame);
-            }
-        }
-        let len = self.payload().len();
+        let len = self.payload.bytes().len();
         self.header_len = encode_header(&mut self.header, binary, len);
         self.header_written = 0;
         self.offset = 0;
@@ -68,18 +58,10 @@ impl MessageWriter {
         len
     }
 
-    fn payload(&self) -> &[u8] {
-        match self.frames.first() {
-            Some(frame) => frame,
-            None => &self.copied,
-        }
-    }
-
-    /// Drops the buffers, so that an idle connection keeps none.
+    /// Frees the payload's buffer, so that an idle connection keeps none.
     pub(super) fn release(&mut self) {
         debug_assert!(!self.writing);
-        self.frames = Vec::new();
-        self.copied = Vec::new();
+        self.payload.release();
     }
 
     /// Writes until the started message is completely written.
@@ -91,7 +73,7 @@ impl MessageWriter {
         while self.writing {
             let header =
                 &self.header[usize::from(self.header_written)..usize::from(self.header_len)];
-            let payload = &self.payload()[self.offset..];
+            let payload = &self.payload.bytes()[self.offset..];
             let slices = [IoSlice::new(header), IoSlice::new(payload)];
             let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?;
             if written == 0 {
@@ -101,10 +83,10 @@ impl MessageWriter {
             // At most 10.
             self.header_written += from_header as u8;
             self.offset += written - from_header;
-            if self.header_written == self.header_len && self.offset == self.payload().len() {
-                // Written: let go of the frame now (a broadcast's frame is freed once every
-                // connection has written it).
-                self.frames.clear();
+            if self.header_written == self.header_len && self.offset == self.payload.bytes().len() {
+                // Written: let go of a lone frame now (a broadcast's frame is freed once every
+                // connection has written it); a copy buffer stays for the next message.
+                self.payload.clear();
                 self.writing = false;
             }
         }
@@ -132,6 +114,8 @@ fn encode_header(header: &mut [u8; 10], binary: bool, len: usize) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::{Batch, Outbox};
+    use bytes::Bytes;
     use std::task::Waker;
 
     /// Accepts at most `step` bytes per write.
@@ -178,8 +162,15 @@ mod tests {
     }
 
     fn write(frames: Vec<Bytes>, binary: bool, step: usize) -> Vec<u8> {
+        let outbox = Outbox::new(usize::MAX);
+        for frame in frames {
+            outbox.push(frame).unwrap();
+        }
         let mut writer = MessageWriter::default();
-        *writer.frames_mut() = frames;
+        assert_eq!(
+            outbox.try_next_payload(writer.payload_mut(), usize::MAX),
+            Some(Batch::Frames)
+        );
         writer.start(binary);
         let mut io = Trickle {
             written: Vec::new(),
@@ -191,7 +182,7 @@ mod tests {
             Poll::Ready(Ok(()))
         ));
         assert!(!writer.is_writing());
-        assert!(writer.frames_mut().is_empty());
+        assert!(writer.payload_mut().bytes().is_empty());
         io.written
     }
 
