@@ -35,7 +35,6 @@
 //! client drops what it had already seen.
 
 use std::collections::VecDeque;
-use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::Poll;
@@ -170,10 +169,14 @@ pub struct Outbox {
 pub type SequenceEncoder = Box<dyn Fn(u64) -> Bytes + Send + Sync>;
 
 struct Replay {
-    /// Sequence id of the next trackable push.
-    next_push: u64,
-    /// Sequence id of the next trackable frame the writer takes.
+    /// Sequence id of the next trackable frame the writer takes (trackable frames are
+    /// numbered in the order they are pushed, so this is also the id of the first one queued).
     next_write: u64,
+    /// Whether each queued frame, in order, is trackable. Kept here rather than in the
+    /// queue's slots: a slot of 32 bytes instead of 40 makes a push to a connection whose
+    /// queue is out of cache touch fewer lines (BENCHMARKS.md, W5), and only stateful
+    /// connections pay for the flags.
+    queued: VecDeque<bool>,
     /// Written, not yet acknowledged.
     unacked: VecDeque<(u64, Bytes)>,
     unacked_bytes: usize,
@@ -187,7 +190,6 @@ struct Replay {
 impl std::fmt::Debug for Replay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replay")
-            .field("next_push", &self.next_push)
             .field("next_write", &self.next_write)
             .field("unacked", &self.unacked.len())
             .field("unacked_bytes", &self.unacked_bytes)
@@ -195,11 +197,10 @@ impl std::fmt::Debug for Replay {
     }
 }
 
-/// A queued frame; `seq` is set for trackable frames while replay is on.
+/// A queued frame (whether it is trackable is [`Replay::queued`]'s).
 #[derive(Debug)]
 struct Frame {
     bytes: Bytes,
-    seq: Option<NonZeroU64>,
 }
 
 /// The queued frames, in order: the first in place, the rest in a deque. Most connections are
@@ -337,10 +338,7 @@ impl Outbox {
             state.replay = None;
             if let Some(close) = state.overflow_frame.take() {
                 state.bytes = close.len();
-                state.frames.push_back(Frame {
-                    bytes: close,
-                    seq: None,
-                });
+                state.frames.push_back(Frame { bytes: close });
             }
             state.closed = true;
             state.overflowed = true;
@@ -349,17 +347,12 @@ impl Outbox {
             return Err(PushError::Full);
         }
         let was_empty = state.frames.is_empty();
-        let seq = match (&mut state.replay, tracked) {
-            (Some(replay), true) => {
-                let seq = replay.next_push;
-                replay.next_push += 1;
-                NonZeroU64::new(seq)
-            }
-            _ => None,
-        };
+        if let Some(replay) = state.replay.as_mut() {
+            replay.queued.push_back(tracked);
+        }
         state.bytes += frame.len();
         let queued = state.bytes;
-        state.frames.push_back(Frame { bytes: frame, seq });
+        state.frames.push_back(Frame { bytes: frame });
         drop(state);
         if was_empty {
             self.writer.wake();
@@ -370,9 +363,12 @@ impl Outbox {
     /// Turn replay on (stateful reconnect): trackable frames pushed from now on are numbered
     /// from 1 and kept until acknowledged; `limit` bounds the unacknowledged bytes.
     pub fn enable_replay(&self, limit: usize, sequence: SequenceEncoder) {
-        self.lock().replay = Some(Box::new(Replay {
-            next_push: 1,
+        let mut state = self.lock();
+        // What is already queued was pushed before: not trackable.
+        let queued = state.frames.rest.len() + usize::from(state.frames.first.is_some());
+        state.replay = Some(Box::new(Replay {
             next_write: 1,
+            queued: std::iter::repeat_n(false, queued).collect(),
             unacked: VecDeque::new(),
             unacked_bytes: 0,
             limit,
@@ -438,10 +434,10 @@ impl Outbox {
         }
         if let Some(frame) = last_frame {
             state.bytes += frame.len();
-            state.frames.push_back(Frame {
-                bytes: frame,
-                seq: None,
-            });
+            if let Some(replay) = state.replay.as_mut() {
+                replay.queued.push_back(false);
+            }
+            state.frames.push_back(Frame { bytes: frame });
         }
         state.closed = true;
         drop(state);
@@ -625,7 +621,12 @@ impl Outbox {
             if taken > 0 && taken + frame.bytes.len() > max_bytes {
                 break;
             }
-            if let (Some(replay), Some(_)) = (state.replay.as_ref(), frame.seq)
+            let tracked = state
+                .replay
+                .as_ref()
+                .is_some_and(|replay| replay.queued.front() == Some(&true));
+            if tracked
+                && let Some(replay) = state.replay.as_ref()
                 && !replay.unacked.is_empty()
                 && replay.unacked_bytes + frame.bytes.len() > replay.limit
             {
@@ -639,11 +640,14 @@ impl Outbox {
             dequeued += frame.bytes.len();
             frames += 1;
             out.add(&frame.bytes);
-            if let (Some(replay), Some(seq)) = (state.replay.as_mut(), frame.seq) {
-                let seq = seq.get();
-                replay.next_write = seq + 1;
-                replay.unacked_bytes += frame.bytes.len();
-                replay.unacked.push_back((seq, frame.bytes));
+            if let Some(replay) = state.replay.as_mut() {
+                replay.queued.pop_front();
+                if tracked {
+                    let seq = replay.next_write;
+                    replay.next_write += 1;
+                    replay.unacked_bytes += frame.bytes.len();
+                    replay.unacked.push_back((seq, frame.bytes));
+                }
             }
         }
         if taken == 0 {
@@ -815,6 +819,17 @@ mod tests {
         outbox.resume();
         // Nothing unacknowledged: the Sequence names the next message.
         assert_eq!(drain(&outbox), "[S5]");
+    }
+
+    #[test]
+    fn frames_queued_before_replay_is_on_are_not_tracked() {
+        let outbox = Outbox::new(1024);
+        outbox.push(frame("h")).unwrap();
+        outbox.enable_replay(1024, sequence());
+        outbox.push(frame("a")).unwrap();
+        outbox.close_with(Some(frame("z")));
+        assert_eq!(drain(&outbox), "haz");
+        assert_eq!(outbox.unacknowledged(), (1, 1));
     }
 
     #[test]
