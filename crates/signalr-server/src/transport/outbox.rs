@@ -221,6 +221,10 @@ impl Queue {
         self.first.is_none()
     }
 
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
     fn front(&self) -> Option<&Frame> {
         self.first.as_ref()
     }
@@ -365,7 +369,7 @@ impl Outbox {
     pub fn enable_replay(&self, limit: usize, sequence: SequenceEncoder) {
         let mut state = self.lock();
         // What is already queued was pushed before: not trackable.
-        let queued = state.frames.rest.len() + usize::from(state.frames.first.is_some());
+        let queued = state.frames.len();
         state.replay = Some(Box::new(Replay {
             next_write: 1,
             queued: std::iter::repeat_n(false, queued).collect(),
@@ -614,8 +618,7 @@ impl Outbox {
             taken = 1;
         }
         // One allocation for the batch instead of a doubling series of them.
-        let queued = state.frames.rest.len() + usize::from(state.frames.first.is_some());
-        out.reserve(state.bytes.min(max_bytes), queued);
+        out.reserve(state.bytes.min(max_bytes), state.frames.len());
         let mut dequeued = 0;
         while let Some(frame) = state.frames.front() {
             if taken > 0 && taken + frame.bytes.len() > max_bytes {
