@@ -108,6 +108,7 @@
 //! | handshake time | [`HubOptions::handshake_timeout`] | 15 s | handshake error, then closed |
 //! | silent client | [`HubOptions::client_timeout`] | 30 s after its first ping | Close with an error |
 //! | outbound queue per connection | [`TransportOptions::max_buffered_bytes`] | 1 MiB | closed as a slow consumer (below) |
+//! | delivering the last messages of a closing WebSocket | [`TransportOptions::close_timeout`] | 5 s | socket dropped |
 //! | connections of a hub on this node | [`TransportOptions::max_connections`] | 100,000 | negotiate and skipNegotiation WebSockets answer `503` |
 //! | negotiated connections not used yet | [`TransportOptions::max_pending_negotiations`] | 10,000 | negotiate answers `503`; unused ones are reaped after [`TransportOptions::disconnect_timeout`] (15 s) |
 //! | groups per connection | [`HubOptions::max_groups_per_connection`] | 1,000 | `Groups::add` fails, membership unchanged |
@@ -165,7 +166,9 @@
 //! the error `Connection closed with an error. The client did not read messages fast
 //! enough: its outbound buffer is full.` and `allowReconnect: true`, and counted in
 //! `signalr_slow_consumer_closes_total`; senders never wait for it and other clients are
-//! not affected. [`HubConnection::buffered_bytes`] tells what a connection has queued.
+//! not affected. [`HubConnection::buffered_bytes`] tells what a connection has queued. A
+//! WebSocket client that never reads again does not keep its socket: what could not be
+//! written within [`TransportOptions::close_timeout`] (5 s) of the close is dropped with it.
 
 pub mod auth;
 mod backlog;

@@ -1,13 +1,16 @@
 //! The slow-consumer policy over real sockets: a client that stops reading is closed once
-//! its outbound buffer is full; the broadcast to everyone else goes on, complete.
+//! its outbound buffer is full; the broadcast to everyone else goes on, complete; and one
+//! that never reads again does not keep its socket.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Client, start};
 use signalr_server::protocol::{HubMessage, Protocol};
+use tokio_tungstenite::MaybeTlsStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_and_others_get_everything() {
@@ -92,4 +95,79 @@ async fn a_client_that_stops_reading_is_closed_and_others_get_everything() {
         "the Close says why"
     );
     slow.expect_socket_closed().await;
+}
+
+/// A client cut off as a slow consumer that never reads again does not keep its socket: the
+/// server drops it once the close timeout passes without the client taking its last messages
+/// (the write of those waits for the client forever otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_client_that_never_reads_again_loses_its_socket() {
+    let hub = signalr_server::Hub::builder()
+        .method(
+            "Broadcast",
+            |clients: signalr_server::Clients, message: String| async move {
+                clients.others().send("message", (message,)).await
+            },
+        )
+        .configure_transports(|t| {
+            t.max_buffered_bytes = 64 * 1024;
+            t.close_timeout = std::time::Duration::from_millis(200);
+        })
+        .build();
+    let addr = start(axum::Router::new().merge(hub.router("/hub"))).await;
+
+    let slow = Client::connect_with_recv_buffer(addr, "/hub", Protocol::Json, 4096).await;
+    let MaybeTlsStream::Plain(tcp) = slow.ws.get_ref() else {
+        panic!("a plain TCP socket");
+    };
+    let slow_addr = tcp.local_addr().unwrap();
+    assert!(
+        server_socket_open(addr, slow_addr),
+        "the server's end of the slow client's socket is listed in /proc/self/net/tcp"
+    );
+
+    // Paced so that the server writes each message as it comes: the kernel's buffers fill
+    // (megabytes on loopback), the server's write waits, then its 64 KiB bound overflows and
+    // the client is cut off while that write still waits for it.
+    let mut writer = Client::connect(addr, "/hub", Protocol::Json).await;
+    let payload = "p".repeat(2048);
+    for sent in 1..=6000 {
+        writer
+            .send_invocation("Broadcast", (payload.clone(),))
+            .await;
+        if sent % 16 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    let deadline = tokio::time::Instant::now() + common::WAIT * 6;
+    while server_socket_open(addr, slow_addr) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server still holds the socket of a client that stopped reading"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    eprintln!("GONE {:?}", std::time::Instant::now());
+    drop(slow);
+}
+
+/// Whether this process has a socket open (a file descriptor, not an orphan the kernel
+/// finishes) from `server` to `client`, by `/proc/self/net/tcp`.
+fn server_socket_open(server: SocketAddr, client: SocketAddr) -> bool {
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("the test listens on 127.0.0.1"),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("/proc/self/net/tcp (Linux)");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // local_address rem_address st ... inode (0 once no descriptor holds it)
+        fields.len() > 9 && fields[1] == local && fields[2] == remote && fields[9] != "0"
+    })
 }

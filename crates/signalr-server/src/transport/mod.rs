@@ -139,6 +139,13 @@ pub struct TransportOptions {
     /// How long [`Hub::shutdown`](crate::Hub::shutdown) waits for connections to say goodbye
     /// before it drops the rest. Default: 5 s.
     pub shutdown_timeout: Duration,
+    /// How long a WebSocket the server is closing may take to get its last messages and its
+    /// close frame to the client before the socket is dropped. A client that stopped reading
+    /// never takes them: without this bound a slow consumer that was cut off, or any
+    /// connection the server ends while its client is not reading, would hold its socket and
+    /// the unsent message for as long as the client keeps the TCP connection open. As
+    /// ASP.NET Core's `WebSocketOptions.CloseTimeout`. Default: 5 s.
+    pub close_timeout: Duration,
     /// Most bytes queued for one connection before it is closed as a slow consumer.
     /// Default: 1 MiB.
     pub max_buffered_bytes: usize,
@@ -190,6 +197,7 @@ impl Default for TransportOptions {
             disconnect_timeout: Duration::from_secs(15),
             poll_timeout: Duration::from_secs(90),
             shutdown_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(5),
             max_buffered_bytes: 1024 * 1024,
             max_write_batch_bytes: 64 * 1024,
             max_websocket_message_bytes: 64 * 1024,

@@ -37,7 +37,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -490,6 +490,18 @@ impl Outbox {
         }
     }
 
+    /// Ready once the outbox is closed; until then the caller is woken when it closes (or,
+    /// spuriously, when a frame arrives in an empty queue). For a writer stuck in a write,
+    /// which does not ask for frames meanwhile but must learn that the connection is ending.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.writer.register(cx.waker());
+        if self.lock().closed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Whether no more frames are accepted.
     pub fn is_closed(&self) -> bool {
         self.lock().closed
@@ -546,7 +558,7 @@ impl Outbox {
     /// Cancel safe: frames are only taken in the same poll that returns them.
     pub fn poll_payload(
         &self,
-        cx: &mut std::task::Context<'_>,
+        cx: &mut Context<'_>,
         out: &mut Payload,
         max_bytes: usize,
     ) -> Poll<(Batch, usize)> {
@@ -567,7 +579,7 @@ impl Outbox {
     /// One poll of [`Outbox::writer_wait`].
     fn poll_attempt<T>(
         &self,
-        cx: &mut std::task::Context<'_>,
+        cx: &mut Context<'_>,
         mut attempt: impl FnMut(&Outbox) -> Option<T>,
     ) -> Poll<T> {
         if let Some(found) = attempt(self) {

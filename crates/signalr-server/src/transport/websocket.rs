@@ -351,6 +351,9 @@ enum Ended {
     Dropped,
     /// A newer socket of the same stateful connection took over.
     TakenOver,
+    /// The server was closing the connection and the client did not take its last messages
+    /// within [`TransportOptions::close_timeout`](super::TransportOptions::close_timeout).
+    Stalled,
 }
 
 /// What the socket did, as [`Writing::poll`] reports it.
@@ -363,6 +366,8 @@ enum Event {
     Drained,
     /// What tungstenite read.
     Read(Option<Result<Message, WsError>>),
+    /// The outbox closed while a write waited for the client (reported once).
+    Closing,
 }
 
 /// The socket task's write side: the message being written, and whether tungstenite may
@@ -371,6 +376,8 @@ enum Event {
 struct Writing {
     writer: MessageWriter,
     control_pending: bool,
+    /// [`Event::Closing`] was reported.
+    closing: bool,
 }
 
 impl Writing {
@@ -393,7 +400,12 @@ impl Writing {
                 || match Pin::new(&mut *socket).poll_flush(cx) {
                     Poll::Ready(Ok(())) => true,
                     Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
-                    Poll::Pending => false,
+                    Poll::Pending => {
+                        if self.poll_closing(cx, outbox) {
+                            return Poll::Ready(Event::Closing);
+                        }
+                        false
+                    }
                 };
             if flushed {
                 self.control_pending = false;
@@ -422,6 +434,7 @@ impl Writing {
                 }
                 // Not reading meanwhile: tungstenite's read could write a reply into the
                 // message.
+                Poll::Pending if self.poll_closing(cx, outbox) => Poll::Ready(Event::Closing),
                 Poll::Pending => Poll::Pending,
             };
         }
@@ -432,6 +445,30 @@ impl Writing {
             return read.map(Event::Read);
         }
         Poll::Pending
+    }
+
+    /// While a write waits for the client: whether the outbox has just closed. Once it has,
+    /// the client has [`TransportOptions::close_timeout`](super::TransportOptions::close_timeout)
+    /// to take the rest; one that stopped reading would otherwise keep this task waiting as
+    /// long as it keeps the TCP connection open. Asked only of a stuck write, so a write that
+    /// completes costs nothing more.
+    fn poll_closing(&mut self, cx: &mut Context<'_>, outbox: &Outbox) -> bool {
+        if self.closing || outbox.poll_closed(cx).is_pending() {
+            return false;
+        }
+        self.closing = true;
+        true
+    }
+}
+
+/// Ready when the close deadline, once set, has passed.
+fn poll_deadline(
+    deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    match deadline {
+        Some(sleep) => sleep.as_mut().poll(cx),
+        None => Poll::Pending,
     }
 }
 
@@ -452,6 +489,9 @@ async fn run(
     let mut failure: Option<TransportError> = None;
     // False once the read side is finished (error): writes continue until the outbox closes.
     let mut reading = true;
+    // Set when the server is closing and a write is waiting for the client; boxed because
+    // most sockets never need it and every byte of this future is held per connection.
+    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let ended = loop {
         let read = reading && held.as_ref().is_none_or(|h| h.len() < MAX_GATHERED_BYTES);
         tokio::select! {
@@ -461,6 +501,13 @@ async fn run(
             // turn of the loop. (Made here, not pinned once outside the loop: held for the
             // socket's life, the future costs every idle connection ≈90 bytes.)
             () = let_go.cancelled(), if stateful => break Ended::TakenOver,
+            () = poll_fn(|cx| poll_deadline(&mut deadline, cx)), if deadline.is_some() => {
+                tracing::debug!(
+                    timeout = ?options.close_timeout,
+                    "the client did not take its last messages within the close timeout; dropping the socket"
+                );
+                break Ended::Stalled;
+            }
             event = poll_fn(|cx| writing.poll(
                 cx,
                 socket,
@@ -470,6 +517,9 @@ async fn run(
                 read,
             )) => match event {
                 Event::Wrote => {}
+                Event::Closing => {
+                    deadline = Some(Box::pin(tokio::time::sleep(options.close_timeout)));
+                }
                 Event::WriteFailed => break Ended::Dropped,
                 Event::Drained => break Ended::ClosedByServer,
                 Event::Read(Some(Ok(Message::Text(text)))) => {
@@ -528,7 +578,14 @@ async fn run(
             code: CloseCode::Normal,
             reason: Utf8Bytes::default(),
         }));
-        if socket.send(close).await.is_ok() && reading {
+        // Bounded like the rest of the close: a client that stopped reading never takes it.
+        let sent = match deadline {
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline.deadline(), socket.send(close)).await
+            }
+            None => tokio::time::timeout(options.close_timeout, socket.send(close)).await,
+        };
+        if matches!(sent, Ok(Ok(()))) && reading {
             let _ = tokio::time::timeout(CLOSE_LINGER, async {
                 while let Some(Ok(_)) = socket.next().await {}
             })

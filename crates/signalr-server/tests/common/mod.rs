@@ -103,7 +103,45 @@ impl Client {
 
     /// Open and complete the handshake.
     pub async fn connect(addr: SocketAddr, path_and_query: &str, protocol: Protocol) -> Client {
-        let mut client = Self::open(addr, path_and_query, protocol).await;
+        Self::open(addr, path_and_query, protocol)
+            .await
+            .handshake()
+            .await
+    }
+
+    /// Open and complete the handshake over a socket whose receive buffer is set to
+    /// `recv_buffer` bytes: a client that stops reading leaves the server nowhere to write
+    /// after a few kilobytes, whatever the kernel's defaults.
+    pub async fn connect_with_recv_buffer(
+        addr: SocketAddr,
+        path_and_query: &str,
+        protocol: Protocol,
+        recv_buffer: u32,
+    ) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(recv_buffer).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let url = format!("ws://{addr}{path_and_query}");
+        let (ws, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .expect("connect in time")
+        .expect("WebSocket connects");
+        Client {
+            ws,
+            protocol,
+            buf: BytesMut::new(),
+            next_id: 0,
+        }
+        .handshake()
+        .await
+    }
+
+    async fn handshake(self) -> Client {
+        let protocol = self.protocol;
+        let mut client = self;
         let mut handshake = BytesMut::new();
         HandshakeRequest {
             protocol: protocol.name().to_owned(),
