@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Client, start};
+use signalr_server::TransportOptions;
 use signalr_server::protocol::{HubMessage, Protocol};
 use tokio_tungstenite::MaybeTlsStream;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_closed_and_others_get_everything() {
-    // A small bound so the test needs little traffic (the kernel's socket buffers absorb
-    // the first megabytes either way). The sender itself does not read: it sends to others.
+/// A hub whose `Broadcast(message)` sends to everyone but the caller, with a 64 KiB bound per
+/// connection so the tests need little traffic (the kernel's socket buffers absorb the first
+/// megabytes either way), and whatever else `configure` sets.
+async fn start_broadcast_hub(configure: impl FnOnce(&mut TransportOptions)) -> SocketAddr {
     let hub = signalr_server::Hub::builder()
         .method(
             "Broadcast",
@@ -23,9 +24,18 @@ async fn a_client_that_stops_reading_is_closed_and_others_get_everything() {
                 clients.others().send("message", (message,)).await
             },
         )
-        .configure_transports(|t| t.max_buffered_bytes = 64 * 1024)
+        .configure_transports(|t| {
+            t.max_buffered_bytes = 64 * 1024;
+            configure(t);
+        })
         .build();
-    let addr = start(axum::Router::new().merge(hub.router("/hub"))).await;
+    start(axum::Router::new().merge(hub.router("/hub"))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_others_get_everything() {
+    // The sender itself does not read: it sends to others.
+    let addr = start_broadcast_hub(|_| {}).await;
 
     let mut slow = Client::connect(addr, "/hub", Protocol::Json).await;
     let mut healthy = Client::connect(addr, "/hub", Protocol::MessagePack).await;
@@ -102,19 +112,8 @@ async fn a_client_that_stops_reading_is_closed_and_others_get_everything() {
 /// (the write of those waits for the client forever otherwise).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_client_that_never_reads_again_loses_its_socket() {
-    let hub = signalr_server::Hub::builder()
-        .method(
-            "Broadcast",
-            |clients: signalr_server::Clients, message: String| async move {
-                clients.others().send("message", (message,)).await
-            },
-        )
-        .configure_transports(|t| {
-            t.max_buffered_bytes = 64 * 1024;
-            t.close_timeout = std::time::Duration::from_millis(200);
-        })
-        .build();
-    let addr = start(axum::Router::new().merge(hub.router("/hub"))).await;
+    let addr =
+        start_broadcast_hub(|t| t.close_timeout = std::time::Duration::from_millis(200)).await;
 
     let slow = Client::connect_with_recv_buffer(addr, "/hub", Protocol::Json, 4096).await;
     let MaybeTlsStream::Plain(tcp) = slow.ws.get_ref() else {

@@ -93,12 +93,16 @@ impl Client {
         let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("connect in time")?;
-        Ok(Client {
+        Ok(Client::over(ws, protocol))
+    }
+
+    fn over(ws: Socket, protocol: Protocol) -> Client {
+        Client {
             ws,
             protocol,
             buf: BytesMut::new(),
             next_id: 0,
-        })
+        }
     }
 
     /// Open and complete the handshake.
@@ -129,29 +133,20 @@ impl Client {
         .await
         .expect("connect in time")
         .expect("WebSocket connects");
-        Client {
-            ws,
-            protocol,
-            buf: BytesMut::new(),
-            next_id: 0,
-        }
-        .handshake()
-        .await
+        Client::over(ws, protocol).handshake().await
     }
 
-    async fn handshake(self) -> Client {
-        let protocol = self.protocol;
-        let mut client = self;
+    async fn handshake(mut self) -> Client {
         let mut handshake = BytesMut::new();
         HandshakeRequest {
-            protocol: protocol.name().to_owned(),
+            protocol: self.protocol.name().to_owned(),
             version: 1,
         }
         .write(&mut handshake);
-        client.send_text(&handshake).await;
-        let response = client.handshake_response().await;
+        self.send_text(&handshake).await;
+        let response = self.handshake_response().await;
         assert_eq!(response.error, None, "handshake refused");
-        client
+        self
     }
 
     pub async fn send_text(&mut self, bytes: &[u8]) {
