@@ -184,11 +184,14 @@ impl HubConnection {
     /// [`Outbox`]); a closed connection drops the message. Both are reported as errors so the
     /// caller can count them; neither affects other connections.
     pub fn send(&self, message: &SerializedMessage) -> Result<(), SendError> {
+        // Sends held back on this thread go first: this one was made after them.
+        crate::lifetime::flush_staged();
         self.send_queued(message).map(drop)
     }
 
     /// Like [`HubConnection::send`], returning the bytes queued for this connection once
-    /// the message is in (how far its writer is behind).
+    /// the message is in (how far its writer is behind). For a lifetime manager's walk over
+    /// an audience, which has already put it in order with what is staged.
     pub(crate) fn send_queued(&self, message: &SerializedMessage) -> Result<usize, SendError> {
         let frame = match message.frame(self.protocol) {
             Some(frame) => frame.clone(),
@@ -196,7 +199,8 @@ impl HubConnection {
                 .transcode(self.protocol)
                 .map_err(|e| SendError::Encode(e.to_string()))?,
         };
-        self.queue_frame(frame)
+        let pushed = self.outbox.push(frame);
+        self.pushed(pushed)
     }
 
     /// Bring what [`HubConnection::send`] touches first into cache, with plain loads only:
@@ -215,7 +219,21 @@ impl HubConnection {
 
     /// [`HubConnection::send_frame`], returning the bytes queued once the frame is in.
     fn queue_frame(&self, frame: Bytes) -> Result<usize, SendError> {
-        match self.outbox.push(frame) {
+        // Sends held back on this thread go first: this one was made after them.
+        crate::lifetime::flush_staged();
+        let pushed = self.outbox.push(frame);
+        self.pushed(pushed)
+    }
+
+    /// Queue several frames in this connection's protocol in order, under one lock (a batch
+    /// of messages to one of its groups); returns the bytes queued once they are in.
+    pub(crate) fn queue_frames(&self, frames: &[Bytes]) -> Result<usize, SendError> {
+        let pushed = self.outbox.push_all(frames);
+        self.pushed(pushed)
+    }
+
+    fn pushed(&self, pushed: Result<usize, PushError>) -> Result<usize, SendError> {
+        match pushed {
             Ok(queued) => Ok(queued),
             Err(PushError::Closed) => Err(SendError::Closed),
             Err(PushError::Full) => {
@@ -232,6 +250,7 @@ impl HubConnection {
     /// Queue a frame that is not a trackable message (Ping, Ack): stateful reconnect does
     /// not number or replay it.
     pub(crate) fn send_untracked_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        crate::lifetime::flush_staged();
         self.outbox
             .push_untracked(frame)
             .map_err(|error| match error {

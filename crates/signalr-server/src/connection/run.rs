@@ -606,7 +606,11 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         let max = self.hub.core.options.max_receive_message_size;
         // Counted once per chunk, not per message.
         let mut parsed = 0;
+        // The chunk's sends to groups and to everyone go out together when it is done
+        // (nothing here waits: methods that do are polled once, then run as tasks).
+        let staged = crate::lifetime::stage_scope();
         let ending = self.parse_messages(buf, protocol, timeout_armed, max, &mut parsed);
+        drop(staged);
         self.hub.core.metrics.messages_received(parsed);
         ending
     }

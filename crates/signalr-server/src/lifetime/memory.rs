@@ -3,17 +3,21 @@
 //! It is the embedded default, and the local half of every backplane: a Redis manager keeps
 //! one of these for the connections it holds and delivers what arrives from Redis through it.
 
+mod stage;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use signalr_protocol::{Completion, Protocol};
 use tokio::time::Instant;
 
 use super::{Audience, HubLifetimeManager, LifetimeError, SerializedMessage};
 use crate::backlog;
 use crate::connection::{HubConnection, SendError};
+pub(crate) use stage::{flush as flush_staged, scope as stage_scope};
 
 type Members = HashMap<Arc<str>, Arc<HubConnection>>;
 
@@ -24,7 +28,8 @@ type Members = HashMap<Arc<str>, Arc<HubConnection>>;
 /// parallel and never wait on a socket; membership changes take it briefly for writing.
 #[derive(Debug, Default)]
 pub struct MemoryLifetimeManager {
-    tables: RwLock<Tables>,
+    /// Shared with sends staged on a thread ([`stage`]), which deliver after the call.
+    tables: Arc<RwLock<Tables>>,
     /// Local connections per hub protocol (JSON, MessagePack), so that a message is encoded
     /// only in the protocols some connection here speaks.
     per_protocol: [AtomicUsize; 2],
@@ -41,11 +46,19 @@ fn protocol_slot(protocol: Protocol) -> usize {
 struct Tables {
     connections: Members,
     /// Group name → members. Group names are case-sensitive (as Redis channels are).
-    groups: HashMap<String, Members>,
+    groups: HashMap<String, Group>,
     /// User id → that user's connections.
     users: HashMap<Arc<str>, Members>,
     /// Connection id → the groups it is in, to leave them all when it disconnects.
     memberships: HashMap<Arc<str>, HashSet<String>>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    members: Members,
+    /// Members that are in other groups too. A group with none shares no connection with
+    /// any other group, so its sends may be staged past theirs ([`stage`]).
+    shared: usize,
 }
 
 /// What happened to a group membership.
@@ -86,7 +99,10 @@ impl MemoryLifetimeManager {
 
     /// Number of local members of a group.
     pub fn group_size(&self, group: &str) -> usize {
-        self.read().groups.get(group).map_or(0, HashMap::len)
+        self.read()
+            .groups
+            .get(group)
+            .map_or(0, |group| group.members.len())
     }
 
     /// Number of local connections of a user.
@@ -105,6 +121,7 @@ impl MemoryLifetimeManager {
 
     /// Register a local connection. Returns false if the id was already registered.
     pub fn add_connection(&self, connection: &Arc<HubConnection>) -> bool {
+        stage::flush();
         let mut tables = self.write();
         let id = connection.id_arc().clone();
         if tables.connections.contains_key(&id) {
@@ -125,6 +142,7 @@ impl MemoryLifetimeManager {
     /// Forget a local connection, its groups and its user membership. Returns the groups it
     /// left (so a backplane can drop subscriptions nobody needs any more).
     pub fn remove_connection(&self, connection: &HubConnection) -> Vec<String> {
+        stage::flush();
         let mut tables = self.write();
         let id = connection.id();
         if tables.connections.remove(id).is_some() {
@@ -143,10 +161,12 @@ impl MemoryLifetimeManager {
             .remove(id)
             .map(|groups| groups.into_iter().collect())
             .unwrap_or_default();
+        let shared = groups.len() >= 2;
         for group in &groups {
-            if let Some(members) = tables.groups.get_mut(group.as_str()) {
-                members.remove(id);
-                if members.is_empty() {
+            if let Some(entry) = tables.groups.get_mut(group.as_str()) {
+                entry.members.remove(id);
+                entry.shared -= usize::from(shared);
+                if entry.members.is_empty() {
                     tables.groups.remove(group.as_str());
                 }
             }
@@ -156,6 +176,7 @@ impl MemoryLifetimeManager {
 
     /// Add a local connection to a group.
     pub fn add_local_to_group(&self, connection_id: &str, group: &str) -> GroupChange {
+        stage::flush();
         let mut tables = self.write();
         let Some(connection) = tables.connections.get(connection_id).cloned() else {
             return GroupChange::NotLocal;
@@ -164,7 +185,7 @@ impl MemoryLifetimeManager {
         let in_group = tables
             .groups
             .get(group)
-            .is_some_and(|members| members.contains_key(connection_id));
+            .is_some_and(|entry| entry.members.contains_key(connection_id));
         if in_group {
             return GroupChange::Unchanged;
         }
@@ -176,38 +197,63 @@ impl MemoryLifetimeManager {
         if max_groups > 0 && joined >= max_groups {
             return GroupChange::LimitReached { max_groups };
         }
-        let members = tables.groups.entry(group.to_owned()).or_default();
-        members.insert(id.clone(), connection);
-        let group_size = members.len();
-        tables
-            .memberships
-            .entry(id)
-            .or_default()
-            .insert(group.to_owned());
+        let entry = tables.groups.entry(group.to_owned()).or_default();
+        entry.members.insert(id.clone(), connection);
+        let group_size = entry.members.len();
+        let Tables {
+            groups,
+            memberships,
+            ..
+        } = &mut *tables;
+        let joined = memberships.entry(id).or_default();
+        joined.insert(group.to_owned());
+        // The connection is now in more than one group: each group it is in shares it (the
+        // ones before this only once, when it joins its second).
+        match joined.len() {
+            0 | 1 => {}
+            2 => joined
+                .iter()
+                .for_each(|name| adjust_shared(groups, name, true)),
+            _ => adjust_shared(groups, group, true),
+        }
         GroupChange::Changed { group_size }
     }
 
     /// Remove a local connection from a group.
     pub fn remove_local_from_group(&self, connection_id: &str, group: &str) -> GroupChange {
+        stage::flush();
         let mut tables = self.write();
         if !tables.connections.contains_key(connection_id) {
             return GroupChange::NotLocal;
         }
-        let Some(members) = tables.groups.get_mut(group) else {
+        let Tables {
+            groups,
+            memberships,
+            ..
+        } = &mut *tables;
+        let Some(entry) = groups.get_mut(group) else {
             return GroupChange::Unchanged;
         };
-        if members.remove(connection_id).is_none() {
+        if entry.members.remove(connection_id).is_none() {
             return GroupChange::Unchanged;
         }
-        let group_size = members.len();
-        if group_size == 0 {
-            tables.groups.remove(group);
-        }
-        if let Some(groups) = tables.memberships.get_mut(connection_id) {
-            groups.remove(group);
-            if groups.is_empty() {
-                tables.memberships.remove(connection_id);
+        let group_size = entry.members.len();
+        if let Some(joined) = memberships.get_mut(connection_id) {
+            // Undo what joining counted (see `add_local_to_group`).
+            match joined.len() {
+                0 | 1 => {}
+                2 => joined
+                    .iter()
+                    .for_each(|name| adjust_shared(groups, name, false)),
+                _ => adjust_shared(groups, group, false),
             }
+            joined.remove(group);
+            if joined.is_empty() {
+                memberships.remove(connection_id);
+            }
+        }
+        if group_size == 0 {
+            groups.remove(group);
         }
         GroupChange::Changed { group_size }
     }
@@ -216,6 +262,13 @@ impl MemoryLifetimeManager {
     /// message was queued for. Per-connection failures (closed, slow consumer) are handled by
     /// the connection and do not stop the others.
     pub fn send_local(&self, audience: &Audience, message: &SerializedMessage) -> usize {
+        match self.stage(audience, message) {
+            Some((stage::Staging::Staged, reach)) => return reach,
+            // Nothing staged reaches the same connections.
+            Some((stage::Staging::Direct, _)) => {}
+            // Whatever this thread staged was sent before this message.
+            None => stage::flush(),
+        }
         let tables = self.read();
         let deliver = |connection: &Arc<HubConnection>| connection.send(message).is_ok();
         let count_members = |members: Option<&Members>, except: &[String]| {
@@ -240,13 +293,13 @@ impl MemoryLifetimeManager {
                 .filter_map(|id| tables.connections.get(id.as_str()))
                 .filter(|c| deliver(c))
                 .count(),
-            Audience::Group(group) => count_members(tables.groups.get(group.as_str()), &[]),
+            Audience::Group(group) => count_members(members_of(&tables, group), &[]),
             Audience::GroupExcept(group, except) => {
-                count_members(tables.groups.get(group.as_str()), except)
+                count_members(members_of(&tables, group), except)
             }
             Audience::Groups(groups) => groups
                 .iter()
-                .map(|group| count_members(tables.groups.get(group.as_str()), &[]))
+                .map(|group| count_members(members_of(&tables, group), &[]))
                 .sum(),
             Audience::User(user) => count_members(tables.users.get(user.as_str()), &[]),
             Audience::Users(users) => users
@@ -256,14 +309,84 @@ impl MemoryLifetimeManager {
         }
     }
 
+    /// Stage a send to everyone or to a group when a scope is active on this thread; with
+    /// how many connections it reaches. `None`: not staged (no scope, or another kind of
+    /// audience).
+    fn stage(
+        &self,
+        audience: &Audience,
+        message: &SerializedMessage,
+    ) -> Option<(stage::Staging, usize)> {
+        if !stage::active() {
+            return None;
+        }
+        let (key, exclusive, reach) = {
+            let tables = self.read();
+            match audience {
+                Audience::All => (stage::Key::All, false, tables.connections.len()),
+                Audience::Group(group) => {
+                    let (exclusive, reach) = tables
+                        .groups
+                        .get(group.as_str())
+                        .map_or((true, 0), |entry| (entry.shared == 0, entry.members.len()));
+                    if reach == 0 {
+                        return Some((stage::Staging::Staged, 0));
+                    }
+                    (stage::Key::Group(group.clone()), exclusive, reach)
+                }
+                _ => return None,
+            }
+        };
+        Some((stage::stage(&self.tables, key, exclusive, message), reach))
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Tables> {
-        // Every update leaves the tables consistent before anything can panic, so a
-        // poisoned lock still guards valid data.
-        self.tables.read().unwrap_or_else(|p| p.into_inner())
+        read(&self.tables)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Tables> {
         self.tables.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn read(tables: &RwLock<Tables>) -> RwLockReadGuard<'_, Tables> {
+    // Every update leaves the tables consistent before anything can panic, so a poisoned
+    // lock still guards valid data.
+    tables.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn members_of<'t>(tables: &'t Tables, group: &str) -> Option<&'t Members> {
+    tables.groups.get(group).map(|entry| &entry.members)
+}
+
+fn adjust_shared(groups: &mut HashMap<String, Group>, name: &str, up: bool) {
+    if let Some(entry) = groups.get_mut(name) {
+        if up {
+            entry.shared += 1;
+        } else {
+            entry.shared -= 1;
+        }
+    }
+}
+
+/// Deliver a staged run: each member of its audience, as it is now, gets the run's
+/// messages in one push.
+fn deliver_run(run: &stage::Run) {
+    let tables = read(&run.tables);
+    let members = match &run.key {
+        stage::Key::All => Some(&tables.connections),
+        stage::Key::Group(group) => members_of(&tables, group),
+    };
+    let Some(members) = members else {
+        return;
+    };
+    match run.messages.as_slice() {
+        [message] => {
+            send_to_each(members.values(), message);
+        }
+        messages => {
+            send_all_to_each(members.values(), messages);
+        }
     }
 }
 
@@ -352,17 +475,51 @@ impl HubLifetimeManager for MemoryLifetimeManager {
 const WARM_AHEAD: usize = 16;
 
 /// Sends `message` to each connection; returns how many queued it.
+fn send_to_each<'a>(
+    members: impl Iterator<Item = &'a Arc<HubConnection>>,
+    message: &SerializedMessage,
+) -> usize {
+    push_to_each(members, |connection| connection.send_queued(message))
+}
+
+/// Sends `messages`, in order, to each connection, in one push per connection where they
+/// are encoded in its protocol; returns how many queued them.
+fn send_all_to_each<'a>(
+    members: impl Iterator<Item = &'a Arc<HubConnection>>,
+    messages: &[SerializedMessage],
+) -> usize {
+    let encoded = |protocol| {
+        messages
+            .iter()
+            .map(|message| message.frame(protocol).cloned())
+            .collect::<Option<Vec<Bytes>>>()
+    };
+    let frames = [encoded(Protocol::Json), encoded(Protocol::MessagePack)];
+    push_to_each(members, |connection| {
+        match &frames[protocol_slot(connection.protocol())] {
+            Some(frames) => connection.queue_frames(frames),
+            // Some message needs transcoding for this connection: one at a time.
+            None => messages
+                .iter()
+                .map(|message| connection.send_queued(message))
+                .last()
+                .unwrap_or(Ok(0)),
+        }
+    })
+}
+
+/// Runs `push` for each connection (queueing what it is sent); returns how many queued it.
 ///
 /// Members are taken in chunks: each chunk's outboxes are first read with plain loads
-/// ([`HubConnection::warm`]), then sent to. The loads of one chunk overlap in the CPU, where
+/// ([`HubConnection::warm`]), then pushed to. The loads of one chunk overlap in the CPU, where
 /// pushes one after the other would each wait out a cache miss (a push's locked instructions
 /// wait for every load before them); a group's members are rarely in cache when a message to
 /// it comes round. Chunks keep what is warmed small enough to still be in cache when used.
 /// When most members are far behind, the sending connection's loop is told to yield
 /// ([`backlog`]).
-fn send_to_each<'a>(
+fn push_to_each<'a>(
     members: impl Iterator<Item = &'a Arc<HubConnection>>,
-    message: &SerializedMessage,
+    push: impl Fn(&HubConnection) -> Result<usize, SendError>,
 ) -> usize {
     let mut members = members.peekable();
     let mut chunk: [Option<&Arc<HubConnection>>; WARM_AHEAD] = [None; WARM_AHEAD];
@@ -377,7 +534,7 @@ fn send_to_each<'a>(
             taken += 1;
         }
         for connection in chunk[..taken].iter().flatten() {
-            if let Ok(queued) = connection.send_queued(message) {
+            if let Ok(queued) = push(connection) {
                 sent += 1;
                 if queued >= backlog::FAR_BEHIND_BYTES {
                     let now = *now.get_or_insert_with(Instant::now);
@@ -419,5 +576,219 @@ impl Drop for PendingGuard<'_> {
         if self.armed {
             self.connection.cancel_invocation(self.invocation_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use signalr_protocol::{HubMessage, Protocol};
+
+    use super::*;
+    use crate::testing::TestClient;
+
+    fn message(target: &str) -> SerializedMessage {
+        SerializedMessage::invocation(target, &(), &[Protocol::Json]).unwrap()
+    }
+
+    fn group(name: &str) -> Audience {
+        Audience::Group(name.to_owned())
+    }
+
+    fn client(manager: &MemoryLifetimeManager, id: &str, groups: &[&str]) -> TestClient {
+        let client = TestClient::new(id, None, Protocol::Json);
+        assert!(manager.add_connection(client.connection()));
+        for group in groups {
+            let change = manager.add_local_to_group(id, group);
+            assert!(matches!(change, GroupChange::Changed { .. }), "{change:?}");
+        }
+        client
+    }
+
+    /// The targets of everything queued for `client`, in order.
+    async fn received(client: &mut TestClient) -> Vec<String> {
+        let mut targets = Vec::new();
+        while let Some(message) = client.recv(Duration::from_millis(20)).await {
+            match message {
+                HubMessage::Invocation(invocation) => targets.push(invocation.target),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        targets
+    }
+
+    fn shared(manager: &MemoryLifetimeManager, name: &str) -> Option<usize> {
+        manager.read().groups.get(name).map(|group| group.shared)
+    }
+
+    #[tokio::test]
+    async fn sends_in_a_scope_after_the_first_wait_for_its_end() {
+        let manager = MemoryLifetimeManager::new();
+        let mut a = client(&manager, "a", &["A"]);
+        let mut b = client(&manager, "b", &["B"]);
+        let staged = stage_scope();
+        assert_eq!(manager.send_local(&group("A"), &message("a1")), 1);
+        manager.send_local(&group("B"), &message("b1"));
+        assert_eq!(manager.send_local(&group("A"), &message("a2")), 1);
+        manager.send_local(&group("B"), &message("b2"));
+        manager.send_local(&group("A"), &message("a3"));
+        // The first message to each group went at once; the rest wait for the scope.
+        assert_eq!(received(&mut a).await, ["a1"]);
+        assert_eq!(received(&mut b).await, ["b1"]);
+        drop(staged);
+        assert_eq!(received(&mut a).await, ["a2", "a3"]);
+        assert_eq!(received(&mut b).await, ["b2"]);
+    }
+
+    #[tokio::test]
+    async fn sends_to_everyone_and_to_groups_keep_their_order() {
+        let manager = MemoryLifetimeManager::new();
+        let mut a = client(&manager, "a", &["A"]);
+        let mut b = client(&manager, "b", &["B"]);
+        let staged = stage_scope();
+        for round in 0..3 {
+            manager.send_local(&group("A"), &message(&format!("a{round}")));
+            manager.send_local(&group("A"), &message(&format!("a{round}'")));
+            manager.send_local(&Audience::All, &message(&format!("all{round}")));
+            manager.send_local(&Audience::All, &message(&format!("all{round}'")));
+            manager.send_local(&group("B"), &message(&format!("b{round}")));
+        }
+        drop(staged);
+        let expected_a: Vec<String> = (0..3)
+            .flat_map(|r| {
+                [
+                    format!("a{r}"),
+                    format!("a{r}'"),
+                    format!("all{r}"),
+                    format!("all{r}'"),
+                ]
+            })
+            .collect();
+        let expected_b: Vec<String> = (0..3)
+            .flat_map(|r| [format!("all{r}"), format!("all{r}'"), format!("b{r}")])
+            .collect();
+        assert_eq!(received(&mut a).await, expected_a);
+        assert_eq!(received(&mut b).await, expected_b);
+    }
+
+    #[tokio::test]
+    async fn a_connection_in_two_groups_gets_their_sends_in_order() {
+        let manager = MemoryLifetimeManager::new();
+        let mut both = client(&manager, "both", &["A", "B"]);
+        let mut a = client(&manager, "a", &["A"]);
+        let staged = stage_scope();
+        manager.send_local(&group("A"), &message("a1"));
+        manager.send_local(&group("B"), &message("b1"));
+        manager.send_local(&group("A"), &message("a2"));
+        manager.send_local(&group("B"), &message("b2"));
+        drop(staged);
+        assert_eq!(received(&mut both).await, ["a1", "b1", "a2", "b2"]);
+        assert_eq!(received(&mut a).await, ["a1", "a2"]);
+    }
+
+    #[tokio::test]
+    async fn a_direct_send_in_a_scope_goes_after_what_was_staged() {
+        let manager = MemoryLifetimeManager::new();
+        let mut a = client(&manager, "a", &["A"]);
+        let _staged = stage_scope();
+        manager.send_local(&group("A"), &message("a1"));
+        manager.send_local(&group("A"), &message("a2"));
+        a.connection().send(&message("direct")).unwrap();
+        manager.send_local(&group("A"), &message("a3"));
+        manager.send_local(&group("A"), &message("a4"));
+        manager.send_local(&Audience::Connection("a".into()), &message("to a"));
+        manager.send_local(&group("A"), &message("a5"));
+        manager.send_local(&group("A"), &message("a6"));
+        // The scope is still open: only what a direct send flushed (or went first) is here.
+        assert_eq!(
+            received(&mut a).await,
+            ["a1", "a2", "direct", "a3", "a4", "to a", "a5"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_added_in_a_scope_gets_only_what_is_sent_after() {
+        let manager = MemoryLifetimeManager::new();
+        let mut a = client(&manager, "a", &["A"]);
+        let mut late = client(&manager, "late", &[]);
+        let staged = stage_scope();
+        manager.send_local(&group("A"), &message("a1"));
+        manager.send_local(&group("A"), &message("a2"));
+        manager.add_local_to_group("late", "A");
+        manager.send_local(&group("A"), &message("a3"));
+        manager.send_local(&group("A"), &message("a4"));
+        manager.remove_local_from_group("a", "A");
+        manager.send_local(&group("A"), &message("a5"));
+        manager.send_local(&group("A"), &message("a6"));
+        drop(staged);
+        assert_eq!(received(&mut a).await, ["a1", "a2", "a3", "a4"]);
+        assert_eq!(received(&mut late).await, ["a3", "a4", "a5", "a6"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_stage_delivers_and_keeps_going() {
+        let manager = MemoryLifetimeManager::new();
+        let names: Vec<String> = (0..stage::MAX_RUNS_FOR_TESTS + 3)
+            .map(|i| format!("g{i}"))
+            .collect();
+        let mut clients: Vec<TestClient> = names
+            .iter()
+            .map(|name| client(&manager, name, &[name]))
+            .collect();
+        let staged = stage_scope();
+        for round in 0..3 {
+            for name in &names {
+                manager.send_local(&group(name), &message(&format!("{name}.{round}")));
+            }
+        }
+        drop(staged);
+        for (name, client) in names.iter().zip(&mut clients) {
+            assert_eq!(
+                received(client).await,
+                [
+                    format!("{name}.0"),
+                    format!("{name}.1"),
+                    format!("{name}.2")
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn shared_members_are_counted_per_group() {
+        let manager = MemoryLifetimeManager::new();
+        let _one = client(&manager, "one", &["A"]);
+        let two = client(&manager, "two", &["A", "B"]);
+        assert_eq!(
+            (shared(&manager, "A"), shared(&manager, "B")),
+            (Some(1), Some(1))
+        );
+        manager.add_local_to_group("two", "C");
+        assert_eq!(shared(&manager, "C"), Some(1));
+        manager.remove_local_from_group("two", "A");
+        assert_eq!(
+            (
+                shared(&manager, "A"),
+                shared(&manager, "B"),
+                shared(&manager, "C")
+            ),
+            (Some(0), Some(1), Some(1))
+        );
+        manager.remove_local_from_group("two", "C");
+        assert_eq!(
+            (shared(&manager, "B"), shared(&manager, "C")),
+            (Some(0), None)
+        );
+        manager.add_local_to_group("two", "A");
+        assert_eq!(
+            (shared(&manager, "A"), shared(&manager, "B")),
+            (Some(1), Some(1))
+        );
+        manager.remove_connection(two.connection());
+        assert_eq!(
+            (shared(&manager, "A"), shared(&manager, "B")),
+            (Some(0), None)
+        );
     }
 }

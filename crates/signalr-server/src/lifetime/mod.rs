@@ -22,6 +22,7 @@ use signalr_protocol::{
 
 use crate::connection::HubConnection;
 pub use memory::{GroupChange, MemoryLifetimeManager, group_limit_error};
+pub(crate) use memory::{flush_staged, stage_scope};
 
 /// Who a message is for. One variant per ASP.NET Core `Send*Async` method.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +271,14 @@ impl SerializedMessage {
             Protocol::Json => self.json.as_ref(),
             Protocol::MessagePack => self.messagepack.as_ref(),
         }
+    }
+
+    /// Length of the longest encoded frame.
+    pub(crate) fn largest_frame(&self) -> usize {
+        self.frames()
+            .map(|(_, frame)| frame.len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Every encoded frame, JSON first.

@@ -328,6 +328,38 @@ impl Outbox {
         self.push_frame(frame, false).map(drop)
     }
 
+    /// Queue several trackable frames in order, under one lock: what a member of a group
+    /// gets from a batch of sends to it (see `lifetime::memory`). The bound applies to them
+    /// together, as to one frame: into an empty queue they always go.
+    pub(crate) fn push_all(&self, frames: &[Bytes]) -> Result<usize, PushError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(PushError::Closed);
+        }
+        let bytes: usize = frames.iter().map(Bytes::len).sum();
+        if state.bytes + bytes > self.max_buffered_bytes && !state.frames.is_empty() {
+            return Err(self.overflow(state));
+        }
+        let was_empty = state.frames.is_empty();
+        if let Some(replay) = state.replay.as_mut() {
+            replay
+                .queued
+                .extend(std::iter::repeat_n(true, frames.len()));
+        }
+        state.bytes += bytes;
+        let queued = state.bytes;
+        for frame in frames {
+            state.frames.push_back(Frame {
+                bytes: frame.clone(),
+            });
+        }
+        drop(state);
+        if was_empty && !frames.is_empty() {
+            self.writer.wake();
+        }
+        Ok(queued)
+    }
+
     fn push_frame(&self, frame: Bytes, tracked: bool) -> Result<usize, PushError> {
         let mut state = self.lock();
         if state.closed {
@@ -336,19 +368,7 @@ impl Outbox {
         if state.bytes + frame.len() > self.max_buffered_bytes && !state.frames.is_empty() {
             // Keep at least one frame acceptable whatever its size, so a single large message
             // to an idle connection is never mistaken for a slow consumer.
-            state.frames.clear();
-            state.bytes = 0;
-            // Nothing will be replayed: the connection is over.
-            state.replay = None;
-            if let Some(close) = state.overflow_frame.take() {
-                state.bytes = close.len();
-                state.frames.push_back(Frame { bytes: close });
-            }
-            state.closed = true;
-            state.overflowed = true;
-            drop(state);
-            self.writer.wake();
-            return Err(PushError::Full);
+            return Err(self.overflow(state));
         }
         let was_empty = state.frames.is_empty();
         if let Some(replay) = state.replay.as_mut() {
@@ -362,6 +382,23 @@ impl Outbox {
             self.writer.wake();
         }
         Ok(queued)
+    }
+
+    /// The slow-consumer policy: drop what is queued, leave only the overflow frame, close.
+    fn overflow(&self, mut state: std::sync::MutexGuard<'_, State>) -> PushError {
+        state.frames.clear();
+        state.bytes = 0;
+        // Nothing will be replayed: the connection is over.
+        state.replay = None;
+        if let Some(close) = state.overflow_frame.take() {
+            state.bytes = close.len();
+            state.frames.push_back(Frame { bytes: close });
+        }
+        state.closed = true;
+        state.overflowed = true;
+        drop(state);
+        self.writer.wake();
+        PushError::Full
     }
 
     /// Turn replay on (stateful reconnect): trackable frames pushed from now on are numbered
