@@ -40,15 +40,22 @@ pub struct Stamp {
 /// The first stamp in `bytes`. Bytes that merely look like the start of one (an `@` in a
 /// MessagePack length, say) are skipped.
 pub fn find(bytes: &[u8]) -> Option<Stamp> {
-    let mut from = 0;
-    while let Some(offset) = bytes[from..].iter().position(|&b| b == b'@') {
-        let at = from + offset;
-        if let Some(stamp) = parse_at(&bytes[at + 1..]) {
-            return Some(stamp);
-        }
-        from = at + 1;
+    memchr::memchr_iter(b'@', bytes).find_map(|at| parse_at(&bytes[at + 1..]))
+}
+
+/// Like [`find`], trying first where the stamp was in the previous frame (`hint`, updated):
+/// the frames of one message are alike, so a receiver mostly checks one byte instead of
+/// searching.
+pub fn find_near(bytes: &[u8], hint: &mut usize) -> Option<Stamp> {
+    if bytes.get(*hint) == Some(&b'@')
+        && let Some(stamp) = parse_at(&bytes[*hint + 1..])
+    {
+        return Some(stamp);
     }
-    None
+    let (at, stamp) = memchr::memchr_iter(b'@', bytes)
+        .find_map(|at| parse_at(&bytes[at + 1..]).map(|stamp| (at, stamp)))?;
+    *hint = at;
+    Some(stamp)
 }
 
 /// `STEP,MICROS;` at the start of `bytes`.
@@ -91,6 +98,21 @@ mod tests {
                 sent_micros: 1_700_000_000_123_456
             })
         );
+    }
+
+    #[test]
+    fn a_hint_is_tried_first_and_follows_the_stamp() {
+        let mut hint = 0;
+        let first = b"xx@1,2;";
+        assert_eq!(find_near(first, &mut hint).map(|s| s.sent_micros), Some(2));
+        assert_eq!(hint, 2);
+        assert_eq!(find_near(b"yy@3,4;", &mut hint).map(|s| s.step), Some(3));
+        // Not where the hint says: searched, and the hint moves.
+        assert_eq!(find_near(b"@5,6;xx", &mut hint).map(|s| s.step), Some(5));
+        assert_eq!(hint, 0);
+        assert_eq!(find_near(b"zzz@7,8;", &mut hint).map(|s| s.step), Some(7));
+        assert_eq!(hint, 3);
+        assert_eq!(find_near(b"none", &mut hint), None);
     }
 
     #[test]

@@ -104,11 +104,15 @@ impl Wire {
         let mut scan = Scan::default();
         match self {
             Wire::SignalR(Protocol::Json) => {
-                for record in data.split(|&b| b == RECORD_SEPARATOR) {
+                let (mut start, mut hint) = (0, 0);
+                let ends = memchr::memchr_iter(RECORD_SEPARATOR, data).chain([data.len()]);
+                for end in ends {
+                    let record = &data[start..end];
+                    start = end + 1;
                     if record.is_empty() {
                         continue;
                     }
-                    if let Some(stamp) = stamp::find(record) {
+                    if let Some(stamp) = stamp::find_near(record, &mut hint) {
                         scan.deliveries += 1;
                         on_stamp(stamp);
                     } else if contains(record, b"\"type\":6") {
@@ -121,7 +125,7 @@ impl Wire {
                 }
             }
             Wire::SignalR(Protocol::MessagePack) => {
-                let mut rest = data;
+                let (mut rest, mut hint) = (data, 0);
                 while !rest.is_empty() {
                     let Ok(Some((len, prefix))) = binary::read_length_prefix(rest) else {
                         scan.other += 1;
@@ -135,7 +139,7 @@ impl Wire {
                         [0x91..=0x9f, kind, ..] => *kind,
                         _ => 0,
                     };
-                    if let Some(stamp) = stamp::find(payload) {
+                    if let Some(stamp) = stamp::find_near(payload, &mut hint) {
                         scan.deliveries += 1;
                         on_stamp(stamp);
                     } else if kind == 6 {
