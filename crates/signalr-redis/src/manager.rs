@@ -879,12 +879,16 @@ async fn hand_over(
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        // Sends to a group or to everyone that arrive together reach each member in one
+        // push (nothing in here waits).
+        let sends = signalr_server::lifetime::batch_sends();
         for (channel, payload) in batch.drain(..) {
             received
                 .bytes
                 .fetch_sub(channel.len() + payload.len(), Ordering::Relaxed);
             inner.on_message(&channel, payload);
         }
+        drop(sends);
         if received.overflowing.load(Ordering::Relaxed)
             && received.bytes.load(Ordering::Relaxed) < MAX_RECEIVED_BACKLOG_BYTES / 2
         {

@@ -608,7 +608,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         let mut parsed = 0;
         // The chunk's sends to groups and to everyone go out together when it is done
         // (nothing here waits: methods that do are polled once, then run as tasks).
-        let staged = crate::lifetime::stage_scope();
+        let staged = crate::lifetime::batch_sends();
         let ending = self.parse_messages(buf, protocol, timeout_armed, max, &mut parsed);
         drop(staged);
         self.hub.core.metrics.messages_received(parsed);

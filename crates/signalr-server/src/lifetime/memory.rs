@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use super::{Audience, HubLifetimeManager, LifetimeError, SerializedMessage};
 use crate::backlog;
 use crate::connection::{HubConnection, SendError};
-pub(crate) use stage::{flush as flush_staged, scope as stage_scope};
+pub(crate) use stage::flush as flush_staged;
+pub use stage::{SendBatch, batch_sends};
 
 type Members = HashMap<Arc<str>, Arc<HubConnection>>;
 
@@ -627,7 +628,7 @@ mod tests {
         let manager = MemoryLifetimeManager::new();
         let mut a = client(&manager, "a", &["A"]);
         let mut b = client(&manager, "b", &["B"]);
-        let staged = stage_scope();
+        let staged = batch_sends();
         assert_eq!(manager.send_local(&group("A"), &message("a1")), 1);
         manager.send_local(&group("B"), &message("b1"));
         assert_eq!(manager.send_local(&group("A"), &message("a2")), 1);
@@ -646,7 +647,7 @@ mod tests {
         let manager = MemoryLifetimeManager::new();
         let mut a = client(&manager, "a", &["A"]);
         let mut b = client(&manager, "b", &["B"]);
-        let staged = stage_scope();
+        let staged = batch_sends();
         for round in 0..3 {
             manager.send_local(&group("A"), &message(&format!("a{round}")));
             manager.send_local(&group("A"), &message(&format!("a{round}'")));
@@ -677,7 +678,7 @@ mod tests {
         let manager = MemoryLifetimeManager::new();
         let mut both = client(&manager, "both", &["A", "B"]);
         let mut a = client(&manager, "a", &["A"]);
-        let staged = stage_scope();
+        let staged = batch_sends();
         manager.send_local(&group("A"), &message("a1"));
         manager.send_local(&group("B"), &message("b1"));
         manager.send_local(&group("A"), &message("a2"));
@@ -691,7 +692,7 @@ mod tests {
     async fn a_direct_send_in_a_scope_goes_after_what_was_staged() {
         let manager = MemoryLifetimeManager::new();
         let mut a = client(&manager, "a", &["A"]);
-        let _staged = stage_scope();
+        let _staged = batch_sends();
         manager.send_local(&group("A"), &message("a1"));
         manager.send_local(&group("A"), &message("a2"));
         a.connection().send(&message("direct")).unwrap();
@@ -712,7 +713,7 @@ mod tests {
         let manager = MemoryLifetimeManager::new();
         let mut a = client(&manager, "a", &["A"]);
         let mut late = client(&manager, "late", &[]);
-        let staged = stage_scope();
+        let staged = batch_sends();
         manager.send_local(&group("A"), &message("a1"));
         manager.send_local(&group("A"), &message("a2"));
         manager.add_local_to_group("late", "A");
@@ -736,7 +737,7 @@ mod tests {
             .iter()
             .map(|name| client(&manager, name, &[name]))
             .collect();
-        let staged = stage_scope();
+        let staged = batch_sends();
         for round in 0..3 {
             for name in &names {
                 manager.send_local(&group(name), &message(&format!("{name}.{round}")));

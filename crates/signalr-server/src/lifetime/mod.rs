@@ -21,8 +21,8 @@ use signalr_protocol::{
 };
 
 use crate::connection::HubConnection;
-pub use memory::{GroupChange, MemoryLifetimeManager, group_limit_error};
-pub(crate) use memory::{flush_staged, stage_scope};
+pub(crate) use memory::flush_staged;
+pub use memory::{GroupChange, MemoryLifetimeManager, SendBatch, batch_sends, group_limit_error};
 
 /// Who a message is for. One variant per ASP.NET Core `Send*Async` method.
 #[derive(Debug, Clone, PartialEq, Eq)]

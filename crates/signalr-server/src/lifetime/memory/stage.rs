@@ -4,7 +4,7 @@
 //! A flood of invocations arrives in chunks (everything the socket had read); each one that
 //! sends to a group walks the group's members and pushes into each member's outbox, whose
 //! lock and queue are in cold memory by the time the group comes round again. While a
-//! chunk's invocations run ([`scope`]), the first send to a group or to `All` goes at once
+//! chunk's invocations run ([`batch_sends`]), the first send to a group or to `All` goes at once
 //! and the ones after it are staged here; when the chunk is done, each staged audience is
 //! walked once and every member gets all of its messages in one push. (Under a flood of
 //! 10 groups of 1 k on one core this took the most deliveries a second from about 3 M to
@@ -83,25 +83,59 @@ thread_local! {
     static HELD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Holds sends to groups and to everyone back until dropped, then delivers them. Scopes do
-/// not nest: an inner one does nothing.
+/// Sends to groups and to everyone held back on this thread until dropped: see
+/// [`batch_sends`].
 #[derive(Debug)]
-pub(crate) struct Scope {
+#[must_use = "sends are held back only while the batch is alive"]
+pub struct SendBatch {
     outermost: bool,
+    /// Thread-local state: the batch must be dropped on the thread that made it.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
-/// Stage sends on this thread until the returned guard is dropped. Code inside must not
-/// wait (no `.await` between here and the drop): other tasks on this thread would find
-/// their sends staged too, and delayed until the scope ends.
-pub(crate) fn scope() -> Scope {
+/// Batch the sends a [`MemoryLifetimeManager`](super::MemoryLifetimeManager) makes on this
+/// thread until the returned guard is dropped, for code that sends many messages in a row
+/// without waiting: the first message to a group or to everyone goes at once, later ones to
+/// the same audience are held and then pushed to each member together (one lock of its queue
+/// instead of one per message). Every connection still gets its messages in the order they
+/// were sent; sends of other kinds, direct sends to a connection and membership changes on
+/// this thread deliver what is held first. Hub invocations already run inside one (per
+/// chunk the client's socket had read), and so does the Redis backplane's delivery of
+/// received messages.
+///
+/// Nothing between this call and the drop may `.await`: other tasks on this thread would
+/// find their sends held too, until the batch ends. Batches do not nest (an inner one does
+/// nothing).
+///
+/// ```
+/// use signalr_server::lifetime::batch_sends;
+/// use signalr_server::protocol::Protocol;
+/// use signalr_server::testing::TestClient;
+/// use signalr_server::{Audience, MemoryLifetimeManager, SerializedMessage};
+///
+/// let manager = MemoryLifetimeManager::new();
+/// let client = TestClient::new("c1", None, Protocol::Json);
+/// manager.add_connection(client.connection());
+/// let tick = SerializedMessage::invocation("tick", &(1,), &[Protocol::Json]).unwrap();
+/// {
+///     let _batch = batch_sends();
+///     for _ in 0..100 {
+///         manager.send_local(&Audience::All, &tick);
+///     }
+/// } // the 99 held back are queued here, in one push
+/// ```
+pub fn batch_sends() -> SendBatch {
     let outermost = STAGE.with(|stage| {
         let mut stage = stage.borrow_mut();
         !std::mem::replace(&mut stage.active, true)
     });
-    Scope { outermost }
+    SendBatch {
+        outermost,
+        _not_send: std::marker::PhantomData,
+    }
 }
 
-impl Drop for Scope {
+impl Drop for SendBatch {
     fn drop(&mut self) {
         if self.outermost {
             STAGE.with(|stage| stage.borrow_mut().active = false);
