@@ -261,7 +261,8 @@ impl MemoryLifetimeManager {
 
     /// Deliver to the local connections of an audience. Returns how many connections the
     /// message was queued for. Per-connection failures (closed, slow consumer) are handled by
-    /// the connection and do not stop the others.
+    /// the connection and do not stop the others. Inside a [`batch_sends`] on this thread, a
+    /// send to a group or to everyone may be queued when the batch ends (counted now).
     pub fn send_local(&self, audience: &Audience, message: &SerializedMessage) -> usize {
         match self.stage(audience, message) {
             Some((stage::Staging::Staged, reach)) => return reach,
