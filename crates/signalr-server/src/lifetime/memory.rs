@@ -208,15 +208,7 @@ impl MemoryLifetimeManager {
         } = &mut *tables;
         let joined = memberships.entry(id).or_default();
         joined.insert(group.to_owned());
-        // The connection is now in more than one group: each group it is in shares it (the
-        // ones before this only once, when it joins its second).
-        match joined.len() {
-            0 | 1 => {}
-            2 => joined
-                .iter()
-                .for_each(|name| adjust_shared(groups, name, true)),
-            _ => adjust_shared(groups, group, true),
-        }
+        count_shared(groups, joined, group, true);
         GroupChange::Changed { group_size }
     }
 
@@ -240,14 +232,7 @@ impl MemoryLifetimeManager {
         }
         let group_size = entry.members.len();
         if let Some(joined) = memberships.get_mut(connection_id) {
-            // Undo what joining counted (see `add_local_to_group`).
-            match joined.len() {
-                0 | 1 => {}
-                2 => joined
-                    .iter()
-                    .for_each(|name| adjust_shared(groups, name, false)),
-                _ => adjust_shared(groups, group, false),
-            }
+            count_shared(groups, joined, group, false);
             joined.remove(group);
             if joined.is_empty() {
                 memberships.remove(connection_id);
@@ -361,13 +346,29 @@ fn members_of<'t>(tables: &'t Tables, group: &str) -> Option<&'t Members> {
     tables.groups.get(group).map(|entry| &entry.members)
 }
 
-fn adjust_shared(groups: &mut HashMap<String, Group>, name: &str, up: bool) {
-    if let Some(entry) = groups.get_mut(name) {
-        if up {
-            entry.shared += 1;
-        } else {
-            entry.shared -= 1;
+/// Count a connection that `joined` (its groups, `group` among them) shares between groups,
+/// or stop counting it when it leaves `group` (`up` false, before `group` is taken out of
+/// `joined`). A connection in two groups or more counts once in each: all of its groups
+/// change when it joins its second or leaves down to one; otherwise only `group` does.
+fn count_shared(
+    groups: &mut HashMap<String, Group>,
+    joined: &HashSet<String>,
+    group: &str,
+    up: bool,
+) {
+    let mut count = |name: &str| {
+        if let Some(entry) = groups.get_mut(name) {
+            if up {
+                entry.shared += 1;
+            } else {
+                entry.shared -= 1;
+            }
         }
+    };
+    match joined.len() {
+        0 | 1 => {}
+        2 => joined.iter().for_each(|name| count(name)),
+        _ => count(group),
     }
 }
 
@@ -731,9 +732,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_stage_delivers_and_keeps_going() {
         let manager = MemoryLifetimeManager::new();
-        let names: Vec<String> = (0..stage::MAX_RUNS_FOR_TESTS + 3)
-            .map(|i| format!("g{i}"))
-            .collect();
+        let names: Vec<String> = (0..stage::MAX_RUNS + 3).map(|i| format!("g{i}")).collect();
         let mut clients: Vec<TestClient> = names
             .iter()
             .map(|name| client(&manager, name, &[name]))

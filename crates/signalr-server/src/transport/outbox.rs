@@ -332,53 +332,43 @@ impl Outbox {
     /// gets from a batch of sends to it (see `lifetime::memory`). The bound applies to them
     /// together, as to one frame: into an empty queue they always go.
     pub(crate) fn push_all(&self, frames: &[Bytes]) -> Result<usize, PushError> {
-        let mut state = self.lock();
-        if state.closed {
-            return Err(PushError::Closed);
-        }
-        let bytes: usize = frames.iter().map(Bytes::len).sum();
-        if state.bytes + bytes > self.max_buffered_bytes && !state.frames.is_empty() {
-            return Err(self.overflow(state));
-        }
-        let was_empty = state.frames.is_empty();
-        if let Some(replay) = state.replay.as_mut() {
-            replay
-                .queued
-                .extend(std::iter::repeat_n(true, frames.len()));
-        }
-        state.bytes += bytes;
-        let queued = state.bytes;
-        for frame in frames {
-            state.frames.push_back(Frame {
-                bytes: frame.clone(),
-            });
-        }
-        drop(state);
-        if was_empty && !frames.is_empty() {
-            self.writer.wake();
-        }
-        Ok(queued)
+        let bytes = frames.iter().map(Bytes::len).sum();
+        self.push_frames(bytes, frames.iter().cloned(), true)
     }
 
     fn push_frame(&self, frame: Bytes, tracked: bool) -> Result<usize, PushError> {
+        self.push_frames(frame.len(), std::iter::once(frame), tracked)
+    }
+
+    /// Queue `frames` (`bytes` long together) under one lock. Generic so that a single
+    /// frame is moved in, not cloned.
+    fn push_frames(
+        &self,
+        bytes: usize,
+        frames: impl ExactSizeIterator<Item = Bytes>,
+        tracked: bool,
+    ) -> Result<usize, PushError> {
         let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed);
         }
-        if state.bytes + frame.len() > self.max_buffered_bytes && !state.frames.is_empty() {
-            // Keep at least one frame acceptable whatever its size, so a single large message
+        if state.bytes + bytes > self.max_buffered_bytes && !state.frames.is_empty() {
+            // Keep at least one push acceptable whatever its size, so a single large message
             // to an idle connection is never mistaken for a slow consumer.
             return Err(self.overflow(state));
         }
         let was_empty = state.frames.is_empty();
+        let count = frames.len();
         if let Some(replay) = state.replay.as_mut() {
-            replay.queued.push_back(tracked);
+            replay.queued.extend(std::iter::repeat_n(tracked, count));
         }
-        state.bytes += frame.len();
+        state.bytes += bytes;
         let queued = state.bytes;
-        state.frames.push_back(Frame { bytes: frame });
+        for frame in frames {
+            state.frames.push_back(Frame { bytes: frame });
+        }
         drop(state);
-        if was_empty {
+        if was_empty && count > 0 {
             self.writer.wake();
         }
         Ok(queued)

@@ -27,9 +27,7 @@ use super::Tables;
 
 /// Staged audiences at most; one more delivers them all first. Each send looks through
 /// them, so few: a flood spread over many more groups than this gains little anyway.
-const MAX_RUNS: usize = 32;
-#[cfg(test)]
-pub(super) const MAX_RUNS_FOR_TESTS: usize = MAX_RUNS;
+pub(super) const MAX_RUNS: usize = 32;
 /// Messages at most in one run; past it the next message starts a new run.
 const MAX_RUN_MESSAGES: usize = 256;
 /// Bytes (the largest frame of each message) at most in one run.
@@ -188,74 +186,67 @@ pub(super) fn stage(
     message: &SerializedMessage,
 ) -> Staging {
     let bytes = message.largest_frame();
-    let mut key = Some(key);
+    let mut key = key;
     loop {
         let added = STAGE.with(|stage| {
             add(
                 &mut stage.borrow_mut(),
                 tables,
-                &mut key,
+                key,
                 exclusive,
                 message,
                 bytes,
             )
         });
         match added {
-            Added::Staged => return Staging::Staged,
-            Added::Direct => return Staging::Direct,
+            Ok(staging) => return staging,
             // Something staged reaches the same connections, or there is no room: deliver
             // what is staged, then try again (the message then goes at once).
-            Added::FlushFirst => flush(),
+            Err(returned) => {
+                key = returned;
+                flush();
+            }
         }
     }
-}
-
-enum Added {
-    Staged,
-    Direct,
-    FlushFirst,
 }
 
 /// Append to a run of the same audience that nothing staged after it overlaps; or, when
-/// nothing staged overlaps the audience at all, open a run for the messages after this one.
+/// nothing staged overlaps the audience at all, open a run for the messages after this one
+/// (the caller sends this one at once). `Err` gives the key back when what is staged must
+/// be delivered first.
 fn add(
     stage: &mut Stage,
     tables: &Arc<RwLock<Tables>>,
-    key: &mut Option<Key>,
+    key: Key,
     exclusive: bool,
     message: &SerializedMessage,
     bytes: usize,
-) -> Added {
-    let Some(wanted) = key.as_ref() else {
-        return Added::Direct;
-    };
+) -> Result<Staging, Key> {
     for run in stage.runs.iter_mut().rev() {
-        if Arc::ptr_eq(&run.tables, tables) && run.key == *wanted {
+        if Arc::ptr_eq(&run.tables, tables) && run.key == key {
             if run.messages.len() < MAX_RUN_MESSAGES && run.bytes + bytes <= MAX_RUN_BYTES {
                 run.messages.push(message.clone());
                 run.bytes += bytes;
-                return Added::Staged;
+                return Ok(Staging::Staged);
             }
-            return Added::FlushFirst;
+            return Err(key);
         }
-        if !run.disjoint(tables, wanted, exclusive) {
-            return Added::FlushFirst;
+        if !run.disjoint(tables, &key, exclusive) {
+            return Err(key);
         }
     }
     if stage.runs.len() >= MAX_RUNS {
-        return Added::FlushFirst;
+        return Err(key);
     }
-    if let Some(key) = key.take() {
-        stage.runs.push(Run {
-            tables: tables.clone(),
-            key,
-            exclusive,
-            messages: Vec::new(),
-            bytes: 0,
-        });
-        HELD.with(|held| held.set(true));
-    }
-    Added::Direct
+    stage.runs.push(Run {
+        tables: tables.clone(),
+        key,
+        exclusive,
+        messages: Vec::new(),
+        bytes: 0,
+    });
+    HELD.with(|held| held.set(true));
+    Ok(Staging::Direct)
 }
 
 /// Whether a scope is active on this thread (sends to groups and to everyone are staged).
