@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
 use crate::lifetime::SerializedMessage;
-use crate::transport::{Outbox, PushError, TransportType};
+use crate::transport::{FrameRun, Outbox, PushError, TransportType};
 
 /// A connected client, as lifetime managers and hub methods see it.
 pub struct HubConnection {
@@ -225,10 +225,10 @@ impl HubConnection {
         self.pushed(pushed)
     }
 
-    /// Queue several frames in this connection's protocol in order, under one lock (a batch
-    /// of messages to one of its groups); returns the bytes queued once they are in.
-    pub(crate) fn queue_frames(&self, frames: &[Bytes]) -> Result<usize, SendError> {
-        let pushed = self.outbox.push_all(frames);
+    /// Queue a run of frames in this connection's protocol, in order, under one lock (a
+    /// batch of messages to one of its groups); returns the bytes queued once they are in.
+    pub(crate) fn queue_run(&self, run: &Arc<FrameRun>) -> Result<usize, SendError> {
+        let pushed = self.outbox.push_run(run);
         self.pushed(pushed)
     }
 

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::{Audience, HubLifetimeManager, LifetimeError, SerializedMessage};
 use crate::backlog;
 use crate::connection::{HubConnection, SendError};
+use crate::transport::FrameRun;
 pub(crate) use stage::flush as flush_staged;
 pub use stage::{SendBatch, batch_sends};
 
@@ -496,11 +497,12 @@ fn send_all_to_each<'a>(
             .iter()
             .map(|message| message.frame(protocol).cloned())
             .collect::<Option<Vec<Bytes>>>()
+            .map(FrameRun::new)
     };
-    let frames = [encoded(Protocol::Json), encoded(Protocol::MessagePack)];
+    let runs = [encoded(Protocol::Json), encoded(Protocol::MessagePack)];
     push_to_each(members, |connection| {
-        match &frames[protocol_slot(connection.protocol())] {
-            Some(frames) => connection.queue_frames(frames),
+        match &runs[protocol_slot(connection.protocol())] {
+            Some(run) => connection.queue_run(run),
             // Some message needs transcoding for this connection: one at a time.
             None => messages
                 .iter()

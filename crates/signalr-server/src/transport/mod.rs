@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{AuthOptions, Identity};
 pub use cors::{AllowedOrigins, CorsOptions};
 pub use inbound::InboundReceiver;
+pub(crate) use outbox::FrameRun;
 pub use outbox::{Batch, Outbox, Payload, PushError, SequenceEncoder};
 pub use signalr_protocol::{TransferFormat, TransportType};
 
