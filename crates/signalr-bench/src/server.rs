@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub max_buffered_bytes: usize,
     /// Most bytes written in one WebSocket message (`TransportOptions::max_write_batch_bytes`).
     pub max_write_batch_bytes: usize,
+    /// Hold short writes back for what is about to be sent (`TransportOptions::coalesce_writes`).
+    pub coalesce_writes: bool,
     /// Scale out through Redis (cross-node workloads); `None`: in memory.
     pub redis: Option<Arc<RedisHubLifetimeManager>>,
 }
@@ -39,6 +41,7 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("max_write_batch_bytes", &self.max_write_batch_bytes)
+            .field("coalesce_writes", &self.coalesce_writes)
             .field("redis", &self.redis.is_some())
             .finish()
     }
@@ -50,6 +53,7 @@ impl Default for ServerConfig {
             max_buffered_bytes: signalr_server::TransportOptions::default().max_buffered_bytes,
             max_write_batch_bytes: signalr_server::TransportOptions::default()
                 .max_write_batch_bytes,
+            coalesce_writes: signalr_server::TransportOptions::default().coalesce_writes,
             redis: None,
         }
     }
@@ -122,6 +126,7 @@ pub fn app(config: &ServerConfig) -> Router {
         .configure_transports(|t| {
             t.max_buffered_bytes = config.max_buffered_bytes;
             t.max_write_batch_bytes = config.max_write_batch_bytes;
+            t.coalesce_writes = config.coalesce_writes;
         })
         .build();
     let stats = get(move || {

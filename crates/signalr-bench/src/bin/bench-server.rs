@@ -25,6 +25,10 @@ struct Args {
     /// Most bytes written in one WebSocket message.
     #[arg(long, default_value_t = ServerConfig::default().max_write_batch_bytes)]
     max_write_batch_bytes: usize,
+    /// Write each connection's queue as soon as its writer runs, without holding short
+    /// writes back (`TransportOptions::coalesce_writes = false`).
+    #[arg(long)]
+    no_coalesce_writes: bool,
     /// Scale out through Redis (cross-node workloads W3, W4).
     #[arg(long)]
     redis: Option<String>,
@@ -50,6 +54,7 @@ async fn main() -> std::io::Result<()> {
     let config = ServerConfig {
         max_buffered_bytes: args.max_buffered_bytes,
         max_write_batch_bytes: args.max_write_batch_bytes,
+        coalesce_writes: !args.no_coalesce_writes,
         redis,
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
