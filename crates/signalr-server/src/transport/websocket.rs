@@ -386,10 +386,10 @@ struct Writing {
 ///
 /// A writer woken by a push would write at once, usually one or two messages: the task that
 /// pushed is still working through the chunk of invocations it read, and the tasks after it
-/// will push to this connection again. On this VM a loopback write costs the server
-/// 2–10 µs, so at 10 groups of 1 k most of its time went into writes of a message or two and
-/// the latency grew until the queues were long enough to batch (p50 0.4–1 s at 6–10 k
-/// msg/s). Instead a writer that finds less than a quarter batch queued yields once, to the
+/// will push to this connection again. On the benchmark machine a loopback write costs the
+/// server 2–10 µs, so at 10 groups of 1 k most of its time went into writes of a message or
+/// two and the latency grew until the queues were long enough to batch (p50 0.4–1 s at
+/// 6–10 k msg/s). Instead a writer that finds less than a quarter batch queued yields once, to the
 /// back of the runtime's queue, after its next poll of the sockets (`yield_now`): the tasks
 /// that are ready run first, and their pushes join this write. An idle server gets
 /// straight back to the writer, so low rates see no added latency (W2 at 20–3 k msg/s:
