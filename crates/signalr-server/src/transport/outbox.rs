@@ -601,7 +601,7 @@ impl Outbox {
         self.lock().bytes
     }
 
-    /// Bytes and frames currently queued.
+    /// Bytes and messages currently queued (a run's untaken frames count one each).
     pub(crate) fn queued(&self) -> (usize, usize) {
         let state = self.lock();
         (state.bytes, state.frames.messages)
@@ -720,6 +720,8 @@ impl Outbox {
             taken = 1;
         }
         let resent = frames;
+        // A batch always takes its first frame, whatever its size.
+        let over_bound = |taken: usize, frame: &Bytes| taken > 0 && taken + frame.len() > max_bytes;
         // One allocation for the batch instead of a doubling series of them.
         out.reserve(state.bytes.min(max_bytes), state.frames.messages);
         let mut dequeued = 0;
@@ -730,7 +732,7 @@ impl Outbox {
                 .is_some_and(|replay| replay.queued.front() == Some(&true));
             match slot {
                 Slot::One(frame) => {
-                    if taken > 0 && taken + frame.len() > max_bytes {
+                    if over_bound(taken, frame) {
                         break;
                     }
                     if tracked
@@ -746,7 +748,7 @@ impl Outbox {
                 Slot::Run { run, next } => {
                     // Untracked (see `Slot::Run`): only the batch bound stops it part way.
                     while let Some(frame) = run.frames.get(*next as usize) {
-                        if taken > 0 && taken + frame.len() > max_bytes {
+                        if over_bound(taken, frame) {
                             break;
                         }
                         taken += frame.len();
