@@ -43,6 +43,16 @@ use crate::transport::{
 /// Invocations waiting for a free slot before the connection stops reading.
 const MAX_QUEUED_INVOCATIONS: usize = 32;
 
+/// Most client bytes handled as one batch of sends ([`Dispatcher::parse_ready`]): about what
+/// the inbound queue holds when full, so that a flood's sends to a thousand groups meet
+/// several times per batch (each member then gets its group's messages in one push).
+const MAX_BATCHED_INPUT_BYTES: usize = 2 * 1024 * 1024;
+
+/// Deliveries past which a batch takes no more chunks: the connections it sends to write
+/// only after it, so a flood to large audiences is cut into batches of about the size one
+/// chunk makes (one chunk of 64 KB to groups of a thousand is ≈ 500 k).
+const MAX_BATCHED_DELIVERIES: usize = 256 * 1024;
+
 impl<S: Send + Sync + 'static> ConnectionApp for HubInner<S> {
     fn run(self: Arc<Self>, connection: TransportConnection) -> BoxFuture<'static, ()> {
         Box::pin(run(self, connection))
@@ -556,10 +566,9 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                             }
                         }
                         Some(Inbound::Data(chunk)) => {
-                            buf.extend_from_slice(&chunk);
                             let was_armed = timeout_armed;
                             if let Some(ending) =
-                                self.parse_buffered(&mut buf, protocol, &mut timeout_armed)
+                                self.parse_ready(chunk, inbound, &mut buf, protocol, &mut timeout_armed)
                             {
                                 return ending;
                             }
@@ -592,6 +601,40 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                     };
                 }
             }
+        }
+    }
+
+    /// Parse and handle `chunk`, then the data chunks already queued behind it (up to
+    /// [`MAX_BATCHED_INPUT_BYTES`] and [`MAX_BATCHED_DELIVERIES`]), as one batch of sends: a client that floods the
+    /// connection with sends to many groups (more than one chunk reaches) gets each group's
+    /// messages to each member in one push. Stops early where reading would: when an upload
+    /// stream's buffer is full or too many invocations wait.
+    fn parse_ready(
+        &mut self,
+        chunk: Bytes,
+        inbound: &mut InboundReceiver,
+        buf: &mut BytesMut,
+        protocol: Protocol,
+        timeout_armed: &mut bool,
+    ) -> Option<Ending> {
+        let staged = crate::lifetime::batch_sends();
+        let mut taken = chunk.len();
+        buf.extend_from_slice(&chunk);
+        drop(chunk);
+        loop {
+            if let Some(ending) = self.parse_buffered(buf, protocol, timeout_armed) {
+                return Some(ending);
+            }
+            if taken >= MAX_BATCHED_INPUT_BYTES
+                || staged.deliveries() >= MAX_BATCHED_DELIVERIES
+                || self.queued.len() >= MAX_QUEUED_INVOCATIONS
+                || self.blocked_upload.is_some()
+            {
+                return None;
+            }
+            let more = inbound.try_recv_data()?;
+            taken += more.len();
+            buf.extend_from_slice(&more);
         }
     }
 

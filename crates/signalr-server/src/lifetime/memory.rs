@@ -250,6 +250,12 @@ impl MemoryLifetimeManager {
     /// the connection and do not stop the others. Inside a [`batch_sends`] on this thread, a
     /// send to a group or to everyone may be queued when the batch ends (counted now).
     pub fn send_local(&self, audience: &Audience, message: &SerializedMessage) -> usize {
+        let reach = self.send_or_stage(audience, message);
+        stage::count(reach);
+        reach
+    }
+
+    fn send_or_stage(&self, audience: &Audience, message: &SerializedMessage) -> usize {
         match self.stage(audience, message) {
             Some((stage::Staging::Staged, reach)) => return reach,
             // Nothing staged reaches the same connections.
@@ -623,6 +629,18 @@ mod tests {
         targets
     }
 
+    /// The targets of what is queued for `client` now (deliveries here are synchronous).
+    async fn queued(client: &mut TestClient) -> Vec<String> {
+        let mut targets = Vec::new();
+        while let Some(message) = client.recv(Duration::ZERO).await {
+            match message {
+                HubMessage::Invocation(invocation) => targets.push(invocation.target),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        targets
+    }
+
     fn shared(manager: &MemoryLifetimeManager, name: &str) -> Option<usize> {
         manager.read().groups.get(name).map(|group| group.shared)
     }
@@ -693,6 +711,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_group_sent_to_again_after_another_sharing_a_member_does_not_go_back() {
+        let manager = MemoryLifetimeManager::new();
+        let mut both = client(&manager, "both", &["A", "B"]);
+        let mut only = client(&manager, "only", &["C"]);
+        let staged = batch_sends();
+        for target in ["a1", "c1", "b1", "b2", "c2", "a2", "c3"] {
+            let name = target[..1].to_uppercase();
+            manager.send_local(&group(&name), &message(target));
+        }
+        drop(staged);
+        assert_eq!(received(&mut both).await, ["a1", "b1", "b2", "a2"]);
+        assert_eq!(received(&mut only).await, ["c1", "c2", "c3"]);
+    }
+
+    #[tokio::test]
     async fn a_direct_send_in_a_scope_goes_after_what_was_staged() {
         let manager = MemoryLifetimeManager::new();
         let mut a = client(&manager, "a", &["A"]);
@@ -732,6 +765,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sends_to_a_thousand_groups_in_turn_are_held_until_the_scope_ends() {
+        let manager = MemoryLifetimeManager::new();
+        let names: Vec<String> = (0..1000).map(|i| format!("g{i}")).collect();
+        let mut clients: Vec<TestClient> = names
+            .iter()
+            .map(|name| client(&manager, name, &[name]))
+            .collect();
+        let staged = batch_sends();
+        for round in 0..3 {
+            for name in &names {
+                manager.send_local(&group(name), &message(&format!("{name}.{round}")));
+            }
+        }
+        assert_eq!(staged.deliveries(), 3000);
+        // Round 0 went at once; rounds 1 and 2 wait for the scope, however many groups.
+        for (name, client) in names.iter().zip(&mut clients) {
+            assert_eq!(queued(client).await, [format!("{name}.0")]);
+        }
+        drop(staged);
+        for (name, client) in names.iter().zip(&mut clients) {
+            assert_eq!(
+                queued(client).await,
+                [format!("{name}.1"), format!("{name}.2")]
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_full_stage_delivers_and_keeps_going() {
         let manager = MemoryLifetimeManager::new();
         let names: Vec<String> = (0..stage::MAX_RUNS + 3).map(|i| format!("g{i}")).collect();
@@ -748,7 +809,7 @@ mod tests {
         drop(staged);
         for (name, client) in names.iter().zip(&mut clients) {
             assert_eq!(
-                received(client).await,
+                queued(client).await,
                 [
                     format!("{name}.0"),
                     format!("{name}.1"),
@@ -756,6 +817,22 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_counts_every_delivery_sent_or_held() {
+        let manager = MemoryLifetimeManager::new();
+        let _a = client(&manager, "a", &["A"]);
+        let _b = client(&manager, "b", &["A"]);
+        let _c = client(&manager, "c", &[]);
+        manager.send_local(&Audience::All, &message("before"));
+        let staged = batch_sends();
+        assert_eq!(staged.deliveries(), 0, "a new batch starts from zero");
+        manager.send_local(&group("A"), &message("direct"));
+        manager.send_local(&group("A"), &message("held"));
+        manager.send_local(&Audience::All, &message("all"));
+        manager.send_local(&group("nobody"), &message("none"));
+        assert_eq!(staged.deliveries(), 2 + 2 + 3);
     }
 
     #[test]

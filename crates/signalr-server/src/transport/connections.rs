@@ -39,7 +39,7 @@ use rand::RngCore;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::Ticket;
-use super::{INBOUND_CHANNEL_CAPACITY, Outbox, TransportType};
+use super::{INBOUND_CHANNEL_BYTES, INBOUND_CHANNEL_CAPACITY, Outbox, TransportType};
 
 /// A new random id: 16 random bytes, base64url without padding (22 characters), URL-safe as
 /// the clients need (they put tokens in URLs without encoding them).
@@ -140,7 +140,8 @@ impl Entry {
         stateful: bool,
         ticket: Option<Ticket>,
     ) -> Entry {
-        let (inbound, application) = super::inbound::channel(INBOUND_CHANNEL_CAPACITY);
+        let (inbound, application) =
+            super::inbound::channel(INBOUND_CHANNEL_CAPACITY, INBOUND_CHANNEL_BYTES);
         Entry {
             token,
             connection_id,

@@ -8,11 +8,14 @@
 //! connection's application task.
 //!
 //! A full queue makes producers wait ([`InboundSender::reserve`]), which is how a client that
-//! floods a busy connection is pushed back on by TCP instead of being buffered.
+//! floods a busy connection is pushed back on by TCP instead of being buffered. Full is
+//! `capacity` items, or `max_bytes` of data (a producer then waits for the queue to go below
+//! it, so at most `max_bytes` plus one item are queued).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::Inbound;
@@ -21,17 +24,20 @@ use super::Inbound;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed;
 
-/// A new queue holding at most `capacity` items before producers wait.
-pub(crate) fn channel(capacity: usize) -> (InboundSender, InboundReceiver) {
+/// A new queue holding at most `capacity` items, or `max_bytes` of data, before producers
+/// wait.
+pub(crate) fn channel(capacity: usize, max_bytes: usize) -> (InboundSender, InboundReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
+            bytes: 0,
             senders: 1,
             receiver_gone: false,
         }),
         item: Notify::new(),
         room: Notify::new(),
         capacity: capacity.max(1),
+        max_bytes,
     });
     (
         InboundSender {
@@ -50,11 +56,14 @@ struct Shared {
     /// Wakes producers waiting for room, or for the receiver to go.
     room: Notify,
     capacity: usize,
+    max_bytes: usize,
 }
 
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Inbound>,
+    /// Data bytes in `queue`.
+    bytes: usize,
     /// Live senders; the receiver sees the end of the queue when none is left.
     senders: usize,
     receiver_gone: bool,
@@ -64,6 +73,27 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update is a push, a pop or a counter change: a panic cannot tear it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    fn has_room(&self, shared: &Shared) -> bool {
+        self.queue.len() < shared.capacity
+            && (self.queue.is_empty() || self.bytes < shared.max_bytes)
+    }
+
+    fn pop(&mut self) -> Option<Inbound> {
+        let next = self.queue.pop_front()?;
+        self.bytes -= data_len(&next);
+        super::outbox::release_if_drained(&mut self.queue);
+        Some(next)
+    }
+}
+
+fn data_len(item: &Inbound) -> usize {
+    match item {
+        Inbound::Data(data) => data.len(),
+        _ => 0,
     }
 }
 
@@ -108,6 +138,7 @@ impl Permit<'_> {
         if state.receiver_gone {
             return;
         }
+        state.bytes += data_len(&item);
         state.queue.push_back(item);
         drop(state);
         self.shared.item.notify_one();
@@ -126,7 +157,7 @@ impl InboundSender {
                 if state.receiver_gone {
                     return Err(Closed);
                 }
-                if state.queue.len() < self.shared.capacity {
+                if state.has_room(&self.shared) {
                     return Ok(Permit {
                         shared: &self.shared,
                     });
@@ -158,8 +189,7 @@ impl InboundReceiver {
             item.as_mut().enable();
             {
                 let mut state = self.shared.lock();
-                if let Some(next) = state.queue.pop_front() {
-                    super::outbox::release_if_drained(&mut state.queue);
+                if let Some(next) = state.pop() {
                     drop(state);
                     self.shared.room.notify_waiters();
                     return Some(next);
@@ -173,11 +203,29 @@ impl InboundReceiver {
     }
 }
 
+impl InboundReceiver {
+    /// The next item without waiting, if it is data (anything else stays queued for
+    /// [`recv`](Self::recv)): lets the application take what a flood already queued in one go.
+    pub(crate) fn try_recv_data(&mut self) -> Option<Bytes> {
+        let mut state = self.shared.lock();
+        if !matches!(state.queue.front(), Some(Inbound::Data(_))) {
+            return None;
+        }
+        // The front was just seen to be data, under the same lock.
+        let Some(Inbound::Data(data)) = state.pop() else {
+            return None;
+        };
+        drop(state);
+        self.shared.room.notify_waiters();
+        Some(data)
+    }
+}
+
 #[cfg(test)]
 impl InboundReceiver {
     /// The next item without waiting; `Err` when none is queued (ended or not).
     pub(crate) fn try_recv(&mut self) -> Result<Inbound, ()> {
-        self.shared.lock().queue.pop_front().ok_or(())
+        self.shared.lock().pop().ok_or(())
     }
 }
 
@@ -187,6 +235,7 @@ impl Drop for InboundReceiver {
             let mut state = self.shared.lock();
             state.receiver_gone = true;
             state.queue.clear();
+            state.bytes = 0;
         }
         self.shared.room.notify_waiters();
     }
@@ -213,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn items_arrive_in_order_and_the_end_is_seen() {
-        let (tx, mut rx) = channel(4);
+        let (tx, mut rx) = channel(4, usize::MAX);
         tx.send(data("a")).await.unwrap();
         let second = tx.clone();
         second.send(data("b")).await.unwrap();
@@ -226,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_makes_the_producer_wait() {
-        let (tx, mut rx) = channel(1);
+        let (tx, mut rx) = channel(1, usize::MAX);
         tx.send(data("a")).await.unwrap();
         let waiting = tokio::time::timeout(Duration::from_millis(50), tx.reserve()).await;
         assert!(waiting.is_err(), "no room yet");
@@ -242,8 +291,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn data_up_to_the_byte_bound_makes_the_producer_wait() {
+        let (tx, mut rx) = channel(8, 4);
+        tx.send(data("abc")).await.unwrap();
+        tx.send(data("de")).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(50), tx.reserve()).await;
+        assert!(waiting.is_err(), "5 bytes queued, bound 4: no room");
+        assert_eq!(text(rx.try_recv_data().map(Inbound::Data)), "abc");
+        tokio::time::timeout(Duration::from_secs(5), tx.reserve())
+            .await
+            .expect("room once below the bound")
+            .unwrap();
+        assert_eq!(text(rx.try_recv_data().map(Inbound::Data)), "de");
+        // An empty queue takes one item whatever its size.
+        tx.send(data("fghij")).await.unwrap();
+        assert_eq!(text(rx.recv().await), "fghij");
+    }
+
+    #[tokio::test]
+    async fn only_data_is_taken_without_waiting() {
+        let (tx, mut rx) = channel(4, usize::MAX);
+        tx.send(data("a")).await.unwrap();
+        tx.send(Inbound::Resumed).await.unwrap();
+        tx.send(data("b")).await.unwrap();
+        assert_eq!(text(rx.try_recv_data().map(Inbound::Data)), "a");
+        assert!(
+            rx.try_recv_data().is_none(),
+            "what is not data waits for recv"
+        );
+        assert!(matches!(rx.recv().await, Some(Inbound::Resumed)));
+        assert_eq!(text(rx.try_recv_data().map(Inbound::Data)), "b");
+        assert!(rx.try_recv_data().is_none());
+    }
+
+    #[tokio::test]
     async fn producers_learn_that_the_receiver_is_gone() {
-        let (tx, rx) = channel(1);
+        let (tx, rx) = channel(1, usize::MAX);
         tx.send(data("a")).await.unwrap();
         let blocked = {
             let tx = tx.clone();

@@ -222,6 +222,14 @@ impl Default for TransportOptions {
     }
 }
 
-/// Capacity of the inbound chunk channel: a few chunks in flight keep the socket reader busy
-/// while the application parses, and a full channel pushes back on the client.
-pub(crate) const INBOUND_CHANNEL_CAPACITY: usize = 8;
+/// Capacity of the inbound chunk channel: chunks in flight keep the socket reader busy while
+/// the application parses, and a full channel pushes back on the client. Full is this many
+/// chunks or [`INBOUND_CHANNEL_BYTES`], whichever comes first.
+pub(crate) const INBOUND_CHANNEL_CAPACITY: usize = 32;
+
+/// Data bytes in the inbound chunk channel past which it is full: with a chunk being handed
+/// over and one being gathered, what one client that floods a busy connection can have the
+/// server hold. A flood's chunks then wait here together, and the application handles them
+/// as one batch of sends (`connection::run`), so that a flood to many small groups reaches
+/// each group several times per batch.
+pub(crate) const INBOUND_CHANNEL_BYTES: usize = 1024 * 1024;

@@ -8,7 +8,9 @@
 //! and the ones after it are staged here; when the chunk is done, each staged audience is
 //! walked once and every member gets all of its messages in one push. (Under a flood of
 //! 10 groups of 1 k on one core this took the most deliveries a second from about 3 M to
-//! 7 M: BENCHMARKS.md, W5.)
+//! 7 M: BENCHMARKS.md, W5. A flood that goes round 1 k groups of 10 comes back to a group
+//! within one batch only when the batch holds more than a thousand invocations: a
+//! connection's loop batches the chunks already queued together for that.)
 //!
 //! Order per connection is kept: a message joins an earlier staged run of the same audience
 //! only if no run staged after that one can reach the same connection (two groups are
@@ -19,22 +21,24 @@
 //! same thread once the chunk is done.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::lifetime::SerializedMessage;
 
 use super::Tables;
 
-/// Staged audiences at most; one more delivers them all first. Each send looks through
-/// them, so few: a flood spread over many more groups than this gains little anyway.
-pub(super) const MAX_RUNS: usize = 32;
+/// Staged audiences at most; one more delivers them all first. A send finds its run through
+/// an index, so this only bounds what a scope holds: enough for a flood that goes round a few
+/// thousand small groups, each reached several times per batch of chunks.
+pub(super) const MAX_RUNS: usize = 4096;
 /// Messages at most in one run; past it the next message starts a new run.
 const MAX_RUN_MESSAGES: usize = 256;
 /// Bytes (the largest frame of each message) at most in one run.
 const MAX_RUN_BYTES: usize = 64 * 1024;
 
 /// An audience that can be staged.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Key {
     All,
     Group(String),
@@ -51,34 +55,41 @@ pub(super) struct Run {
     bytes: usize,
 }
 
-impl Run {
-    /// Whether no connection can be reached by both runs.
-    fn disjoint(&self, tables: &Arc<RwLock<Tables>>, key: &Key, exclusive: bool) -> bool {
-        if !Arc::ptr_eq(&self.tables, tables) {
-            // Managers do not share connections.
-            return true;
-        }
-        match (&self.key, key) {
-            (Key::Group(a), Key::Group(b)) => a != b && (self.exclusive || exclusive),
-            _ => false,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Stage {
     /// Inside a [`scope`] on this thread.
     active: bool,
     runs: Vec<Run>,
+    /// Where each audience's run is in `runs` (one run per audience at a time: a full run
+    /// delivers everything staged).
+    index: HashMap<RunId, usize>,
+    /// The last run to `All`.
+    last_all: Option<usize>,
+    /// The last run to `All` or to a group sharing members with other groups.
+    last_broad: Option<usize>,
+}
+
+/// A run's audience: a key of one manager (its tables' address).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RunId {
+    tables: usize,
+    key: Key,
 }
 
 thread_local! {
-    static STAGE: RefCell<Stage> = const {
-        RefCell::new(Stage { active: false, runs: Vec::new() })
-    };
+    static STAGE: RefCell<Stage> = RefCell::new(Stage {
+        active: false,
+        runs: Vec::new(),
+        index: HashMap::new(),
+        last_all: None,
+        last_broad: None,
+    });
     /// Whether `STAGE` holds runs (opened or with messages): the check every direct send
     /// makes, without a borrow.
     static HELD: Cell<bool> = const { Cell::new(false) };
+    /// Deliveries (messages times the connections they reach) sent or staged in the current
+    /// scope: how much work it has made ([`SendBatch::deliveries`]).
+    static DELIVERIES: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Sends to groups and to everyone held back on this thread until dropped: see
@@ -127,10 +138,27 @@ pub fn batch_sends() -> SendBatch {
         let mut stage = stage.borrow_mut();
         !std::mem::replace(&mut stage.active, true)
     });
+    if outermost {
+        DELIVERIES.with(|count| count.set(0));
+    }
     SendBatch {
         outermost,
         _not_send: std::marker::PhantomData,
     }
+}
+
+impl SendBatch {
+    /// Deliveries made in the batch so far (each message times the connections of this node
+    /// it reaches, sent or held back): lets a loop that feeds a batch stop before one batch
+    /// holds back more than the connections' writers should wait for.
+    pub fn deliveries(&self) -> usize {
+        DELIVERIES.with(Cell::get)
+    }
+}
+
+/// Count deliveries made in the scope on this thread, if one is active.
+pub(super) fn count(deliveries: usize) {
+    DELIVERIES.with(|count| count.set(count.get().saturating_add(deliveries)));
 }
 
 impl Drop for SendBatch {
@@ -148,7 +176,12 @@ pub(crate) fn flush() {
     if !HELD.with(Cell::get) {
         return;
     }
-    let mut runs = STAGE.with(|stage| std::mem::take(&mut stage.borrow_mut().runs));
+    let mut runs = STAGE.with(|stage| {
+        let mut stage = stage.borrow_mut();
+        stage.index.clear();
+        (stage.last_all, stage.last_broad) = (None, None);
+        std::mem::take(&mut stage.runs)
+    });
     HELD.with(|held| held.set(false));
     for run in runs.iter().filter(|run| !run.messages.is_empty()) {
         super::deliver_run(run);
@@ -210,10 +243,17 @@ pub(super) fn stage(
     }
 }
 
-/// Append to a run of the same audience that nothing staged after it overlaps; or, when
+/// Append to the run of the same audience when nothing staged after it overlaps; or, when
 /// nothing staged overlaps the audience at all, open a run for the messages after this one
 /// (the caller sends this one at once). `Err` gives the key back when what is staged must
 /// be delivered first.
+///
+/// Which runs overlap, without walking them: a group none of whose members is in another group
+/// overlaps only `All` (its members are in no other group); a group sharing members overlaps
+/// `All` and every other group sharing members; `All` overlaps everything. So it is enough to
+/// know the last `All` run and the last run of either kind. Runs of another manager never
+/// share connections, but are counted as overlapping (a flush too many, never one too few):
+/// one manager per chunk is the case that matters.
 fn add(
     stage: &mut Stage,
     tables: &Arc<RwLock<Tables>>,
@@ -222,29 +262,45 @@ fn add(
     message: &SerializedMessage,
     bytes: usize,
 ) -> Result<Staging, Key> {
-    for run in stage.runs.iter_mut().rev() {
-        if Arc::ptr_eq(&run.tables, tables) && run.key == key {
-            if run.messages.len() < MAX_RUN_MESSAGES && run.bytes + bytes <= MAX_RUN_BYTES {
-                run.messages.push(message.clone());
-                run.bytes += bytes;
-                return Ok(Staging::Staged);
-            }
-            return Err(key);
+    let id = RunId {
+        tables: Arc::as_ptr(tables) as usize,
+        key,
+    };
+    // The last staged run this audience would overlap, if any.
+    let last_overlapping = |stage: &Stage, exclusive: bool| match id.key {
+        Key::All => stage.runs.len().checked_sub(1),
+        Key::Group(_) if exclusive => stage.last_all,
+        Key::Group(_) => stage.last_broad,
+    };
+    if let Some(&at) = stage.index.get(&id) {
+        let exclusive = exclusive || stage.runs[at].exclusive;
+        let overlapped = last_overlapping(stage, exclusive).is_some_and(|last| last > at);
+        let run = &mut stage.runs[at];
+        if overlapped || run.messages.len() >= MAX_RUN_MESSAGES || run.bytes + bytes > MAX_RUN_BYTES
+        {
+            return Err(id.key);
         }
-        if !run.disjoint(tables, &key, exclusive) {
-            return Err(key);
-        }
+        run.messages.push(message.clone());
+        run.bytes += bytes;
+        return Ok(Staging::Staged);
     }
-    if stage.runs.len() >= MAX_RUNS {
-        return Err(key);
+    if last_overlapping(stage, exclusive).is_some() || stage.runs.len() >= MAX_RUNS {
+        return Err(id.key);
+    }
+    let at = stage.runs.len();
+    match id.key {
+        Key::All => (stage.last_all, stage.last_broad) = (Some(at), Some(at)),
+        Key::Group(_) if !exclusive => stage.last_broad = Some(at),
+        Key::Group(_) => {}
     }
     stage.runs.push(Run {
         tables: tables.clone(),
-        key,
+        key: id.key.clone(),
         exclusive,
         messages: Vec::new(),
         bytes: 0,
     });
+    stage.index.insert(id, at);
     HELD.with(|held| held.set(true));
     Ok(Staging::Direct)
 }
