@@ -629,6 +629,28 @@ mod tests {
         targets
     }
 
+    /// `count` groups `g{i}`, each with one member named like it.
+    fn groups_of_one(
+        manager: &MemoryLifetimeManager,
+        count: usize,
+    ) -> (Vec<String>, Vec<TestClient>) {
+        let names: Vec<String> = (0..count).map(|i| format!("g{i}")).collect();
+        let clients = names
+            .iter()
+            .map(|name| client(manager, name, &[name]))
+            .collect();
+        (names, clients)
+    }
+
+    /// Sends `{group}.{round}` to each group in turn, `rounds` times.
+    fn send_rounds(manager: &MemoryLifetimeManager, names: &[String], rounds: usize) {
+        for round in 0..rounds {
+            for name in names {
+                manager.send_local(&group(name), &message(&format!("{name}.{round}")));
+            }
+        }
+    }
+
     /// The targets of what is queued for `client` now (deliveries here are synchronous).
     async fn queued(client: &mut TestClient) -> Vec<String> {
         let mut targets = Vec::new();
@@ -767,17 +789,9 @@ mod tests {
     #[tokio::test]
     async fn sends_to_a_thousand_groups_in_turn_are_held_until_the_scope_ends() {
         let manager = MemoryLifetimeManager::new();
-        let names: Vec<String> = (0..1000).map(|i| format!("g{i}")).collect();
-        let mut clients: Vec<TestClient> = names
-            .iter()
-            .map(|name| client(&manager, name, &[name]))
-            .collect();
+        let (names, mut clients) = groups_of_one(&manager, 1000);
         let staged = batch_sends();
-        for round in 0..3 {
-            for name in &names {
-                manager.send_local(&group(name), &message(&format!("{name}.{round}")));
-            }
-        }
+        send_rounds(&manager, &names, 3);
         assert_eq!(staged.deliveries(), 3000);
         // Round 0 went at once; rounds 1 and 2 wait for the scope, however many groups.
         for (name, client) in names.iter().zip(&mut clients) {
@@ -795,17 +809,9 @@ mod tests {
     #[tokio::test]
     async fn a_full_stage_delivers_and_keeps_going() {
         let manager = MemoryLifetimeManager::new();
-        let names: Vec<String> = (0..stage::MAX_RUNS + 3).map(|i| format!("g{i}")).collect();
-        let mut clients: Vec<TestClient> = names
-            .iter()
-            .map(|name| client(&manager, name, &[name]))
-            .collect();
+        let (names, mut clients) = groups_of_one(&manager, stage::MAX_RUNS + 3);
         let staged = batch_sends();
-        for round in 0..3 {
-            for name in &names {
-                manager.send_local(&group(name), &message(&format!("{name}.{round}")));
-            }
-        }
+        send_rounds(&manager, &names, 3);
         drop(staged);
         for (name, client) in names.iter().zip(&mut clients) {
             assert_eq!(
