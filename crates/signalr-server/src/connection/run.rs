@@ -569,9 +569,13 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                         }
                         Some(Inbound::Data(chunk)) => {
                             let was_armed = timeout_armed;
-                            if let Some(ending) =
-                                self.parse_ready(chunk, inbound, &mut buf, protocol, &mut timeout_armed)
-                            {
+                            if let Some(ending) = self.parse_ready(
+                                chunk,
+                                inbound,
+                                &mut buf,
+                                protocol,
+                                &mut timeout_armed,
+                            ) {
                                 return ending;
                             }
                             if timeout_armed || was_armed {
@@ -607,10 +611,10 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
     }
 
     /// Parse and handle `chunk`, then the data chunks already queued behind it (up to
-    /// [`MAX_BATCHED_INPUT_BYTES`] and [`MAX_BATCHED_DELIVERIES`]), as one batch of sends: a client that floods the
-    /// connection with sends to many groups (more than one chunk reaches) gets each group's
-    /// messages to each member in one push. Stops early where reading would: when an upload
-    /// stream's buffer is full or too many invocations wait.
+    /// [`MAX_BATCHED_INPUT_BYTES`] and [`MAX_BATCHED_DELIVERIES`]), as one batch of sends:
+    /// when a client floods the connection with sends to more groups than one chunk comes
+    /// back to, each member still gets its group's messages in one push. Stops early where
+    /// reading would: when an upload stream's buffer is full or too many invocations wait.
     fn parse_ready(
         &mut self,
         chunk: Bytes,
