@@ -201,9 +201,7 @@ impl InboundReceiver {
             item.await;
         }
     }
-}
 
-impl InboundReceiver {
     /// The next item without waiting, if it is data (anything else stays queued for
     /// [`recv`](Self::recv)): lets the application take what a flood already queued in one go.
     pub(crate) fn try_recv_data(&mut self) -> Option<Bytes> {

@@ -156,7 +156,8 @@ impl SendBatch {
     }
 }
 
-/// Count deliveries made in the scope on this thread, if one is active.
+/// Count deliveries made on this thread: each outermost scope starts its count at zero, and
+/// what is counted outside a scope is never read.
 pub(super) fn count(deliveries: usize) {
     DELIVERIES.with(|count| count.set(count.get().saturating_add(deliveries)));
 }
