@@ -108,15 +108,61 @@ impl Payload {
         self.frames = 0;
     }
 
-    /// Empties the payload and frees its memory (an idle connection keeps none).
+    /// Empties the payload; an idle connection keeps no memory for it. The copy buffer goes
+    /// to this thread's spares for the next connection that writes several frames.
     pub fn release(&mut self) {
+        let copied = std::mem::take(&mut self.copied);
         *self = Payload::default();
+        spare::give(copied);
+    }
+}
+
+/// Copy buffers of connections that went idle, kept per thread for the next write of several
+/// frames: when a batch of sends reaches thousands of connections, each writes a few frames
+/// and drains, and would otherwise allocate and free a buffer per write (BENCHMARKS.md, W5).
+mod spare {
+    use std::cell::RefCell;
+
+    /// Buffers kept per thread at most.
+    const BUFFERS: usize = 16;
+    /// Larger buffers are freed: a burst's big copies are not kept.
+    const MAX_CAPACITY: usize = 64 * 1024;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A spare buffer (empty), or a new one.
+    pub(super) fn take() -> Vec<u8> {
+        SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buffer` for a later [`take`] on this thread, or frees it.
+    pub(super) fn give(mut buffer: Vec<u8>) {
+        if buffer.capacity() == 0 || buffer.capacity() > MAX_CAPACITY {
+            return;
+        }
+        buffer.clear();
+        // During thread teardown the buffer is simply freed.
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < BUFFERS {
+                spare.push(buffer);
+            }
+        });
     }
 }
 
 impl Collect for Payload {
     fn reserve(&mut self, bytes: usize, frames: usize) {
         if self.frames + frames > 1 {
+            if self.copied.capacity() == 0 {
+                self.copied = spare::take();
+            }
             // One allocation for the copy instead of a doubling series of them.
             self.copied
                 .reserve(bytes + self.lone.as_ref().map_or(0, Bytes::len));
@@ -1066,6 +1112,33 @@ mod tests {
             Some(Batch::Closed)
         );
         assert_eq!(taken.bytes(), b"");
+    }
+
+    #[test]
+    fn a_released_copy_buffer_serves_the_next_payload_on_the_thread() {
+        let outbox = Outbox::new(1024);
+        let mut first = Payload::default();
+        outbox.push(frame("a")).unwrap();
+        outbox.push(frame("b")).unwrap();
+        assert_eq!(
+            outbox.try_next_payload(&mut first, 1024),
+            Some(Batch::Frames)
+        );
+        let buffer = first.bytes().as_ptr();
+        first.release();
+        // Were the buffer freed, this allocation of its size would most likely get its memory.
+        let other: Vec<u8> = Vec::with_capacity(2);
+        // Another connection's payload on this thread takes the released buffer.
+        let mut second = Payload::default();
+        outbox.push(frame("c")).unwrap();
+        outbox.push(frame("d")).unwrap();
+        assert_eq!(
+            outbox.try_next_payload(&mut second, 1024),
+            Some(Batch::Frames)
+        );
+        assert_eq!(second.bytes(), b"cd");
+        assert_eq!(second.bytes().as_ptr(), buffer);
+        drop(other);
     }
 
     #[test]
