@@ -317,7 +317,7 @@ impl MemoryLifetimeManager {
         let (key, exclusive, reach) = {
             let tables = self.read();
             match audience {
-                Audience::All => (stage::Key::All, false, tables.connections.len()),
+                Audience::All => (stage::KeyRef::All, false, tables.connections.len()),
                 Audience::Group(group) => {
                     let (exclusive, reach) = tables
                         .groups
@@ -326,7 +326,7 @@ impl MemoryLifetimeManager {
                     if reach == 0 {
                         return Some((stage::Staging::Staged, 0));
                     }
-                    (stage::Key::Group(group.clone()), exclusive, reach)
+                    (stage::KeyRef::Group(group), exclusive, reach)
                 }
                 _ => return None,
             }

@@ -22,6 +22,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
 
 use crate::lifetime::SerializedMessage;
@@ -37,11 +38,37 @@ const MAX_RUN_MESSAGES: usize = 256;
 /// Bytes (the largest frame of each message) at most in one run.
 const MAX_RUN_BYTES: usize = 64 * 1024;
 
-/// An audience that can be staged.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An audience that can be staged, as a run keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Key {
     All,
     Group(String),
+}
+
+/// An audience as a send names it: staging a message to an audience that already has a run
+/// copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum KeyRef<'a> {
+    All,
+    Group(&'a str),
+}
+
+impl Key {
+    fn as_ref(&self) -> KeyRef<'_> {
+        match self {
+            Key::All => KeyRef::All,
+            Key::Group(group) => KeyRef::Group(group),
+        }
+    }
+}
+
+impl KeyRef<'_> {
+    fn to_key(self) -> Key {
+        match self {
+            KeyRef::All => Key::All,
+            KeyRef::Group(group) => Key::Group(group.to_owned()),
+        }
+    }
 }
 
 /// Messages to one audience of one manager, in the order they were sent.
@@ -61,19 +88,14 @@ struct Stage {
     active: bool,
     runs: Vec<Run>,
     /// Where each audience's run is in `runs` (one run per audience at a time: a full run
-    /// delivers everything staged).
-    index: HashMap<RunId, usize>,
+    /// delivers everything staged), by the hash of its manager and key. Two audiences with
+    /// the same hash cannot both be staged: the second delivers what is staged first.
+    index: HashMap<u64, usize>,
+    hasher: RandomState,
     /// The last run to `All`.
     last_all: Option<usize>,
     /// The last run to `All` or to a group sharing members with other groups.
     last_broad: Option<usize>,
-}
-
-/// A run's audience: a key of one manager (its tables' address).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct RunId {
-    tables: usize,
-    key: Key,
 }
 
 thread_local! {
@@ -81,6 +103,7 @@ thread_local! {
         active: false,
         runs: Vec::new(),
         index: HashMap::new(),
+        hasher: RandomState::new(),
         last_all: None,
         last_broad: None,
     });
@@ -215,12 +238,11 @@ pub(super) enum Staging {
 /// next invocation starts, and an audience sent to only once gains nothing from waiting.
 pub(super) fn stage(
     tables: &Arc<RwLock<Tables>>,
-    key: Key,
+    key: KeyRef<'_>,
     exclusive: bool,
     message: &SerializedMessage,
 ) -> Staging {
     let bytes = message.largest_frame();
-    let mut key = key;
     loop {
         let added = STAGE.with(|stage| {
             add(
@@ -233,21 +255,17 @@ pub(super) fn stage(
             )
         });
         match added {
-            Ok(staging) => return staging,
+            Some(staging) => return staging,
             // Something staged reaches the same connections, or there is no room: deliver
             // what is staged, then try again (the message then goes at once).
-            Err(returned) => {
-                key = returned;
-                flush();
-            }
+            None => flush(),
         }
     }
 }
 
 /// Append to the run of the same audience when nothing staged after it overlaps; or, when
 /// nothing staged overlaps the audience at all, open a run for the messages after this one
-/// (the caller sends this one at once). `Err` gives the key back when what is staged must
-/// be delivered first.
+/// (the caller sends this one at once). `None` when what is staged must be delivered first.
 ///
 /// Which runs overlap, without walking them: a group none of whose members is in another group
 /// overlaps only `All` (its members are in no other group); a group sharing members overlaps
@@ -258,52 +276,55 @@ pub(super) fn stage(
 fn add(
     stage: &mut Stage,
     tables: &Arc<RwLock<Tables>>,
-    key: Key,
+    key: KeyRef<'_>,
     exclusive: bool,
     message: &SerializedMessage,
     bytes: usize,
-) -> Result<Staging, Key> {
-    let id = RunId {
-        tables: Arc::as_ptr(tables) as usize,
-        key,
-    };
+) -> Option<Staging> {
+    let manager = Arc::as_ptr(tables) as usize;
+    let hash = stage.hasher.hash_one((manager, key));
     // The last staged run this audience would overlap, if any.
-    let last_overlapping = |stage: &Stage, exclusive: bool| match id.key {
-        Key::All => stage.runs.len().checked_sub(1),
-        Key::Group(_) if exclusive => stage.last_all,
-        Key::Group(_) => stage.last_broad,
+    let last_overlapping = |stage: &Stage, exclusive: bool| match key {
+        KeyRef::All => stage.runs.len().checked_sub(1),
+        KeyRef::Group(_) if exclusive => stage.last_all,
+        KeyRef::Group(_) => stage.last_broad,
     };
-    if let Some(&at) = stage.index.get(&id) {
-        let exclusive = exclusive || stage.runs[at].exclusive;
+    if let Some(&at) = stage.index.get(&hash) {
+        let run = &stage.runs[at];
+        if Arc::as_ptr(&run.tables) as usize != manager || run.key.as_ref() != key {
+            // Another audience with the same hash has the slot.
+            return None;
+        }
+        let exclusive = exclusive || run.exclusive;
         let overlapped = last_overlapping(stage, exclusive).is_some_and(|last| last > at);
         let run = &mut stage.runs[at];
         if overlapped || run.messages.len() >= MAX_RUN_MESSAGES || run.bytes + bytes > MAX_RUN_BYTES
         {
-            return Err(id.key);
+            return None;
         }
         run.messages.push(message.clone());
         run.bytes += bytes;
-        return Ok(Staging::Staged);
+        return Some(Staging::Staged);
     }
     if last_overlapping(stage, exclusive).is_some() || stage.runs.len() >= MAX_RUNS {
-        return Err(id.key);
+        return None;
     }
     let at = stage.runs.len();
-    match id.key {
-        Key::All => (stage.last_all, stage.last_broad) = (Some(at), Some(at)),
-        Key::Group(_) if !exclusive => stage.last_broad = Some(at),
-        Key::Group(_) => {}
+    match key {
+        KeyRef::All => (stage.last_all, stage.last_broad) = (Some(at), Some(at)),
+        KeyRef::Group(_) if !exclusive => stage.last_broad = Some(at),
+        KeyRef::Group(_) => {}
     }
     stage.runs.push(Run {
         tables: tables.clone(),
-        key: id.key.clone(),
+        key: key.to_key(),
         exclusive,
         messages: Vec::new(),
         bytes: 0,
     });
-    stage.index.insert(id, at);
+    stage.index.insert(hash, at);
     HELD.with(|held| held.set(true));
-    Ok(Staging::Direct)
+    Some(Staging::Direct)
 }
 
 /// Whether a scope is active on this thread (sends to groups and to everyone are staged).
