@@ -10,6 +10,7 @@
 //! hub protocol by the sender, then shared by every connection it reaches, locally or on
 //! another node.
 
+mod frame;
 mod memory;
 
 use std::sync::Arc;
@@ -239,11 +240,10 @@ impl SerializedMessage {
     ) -> Result<Self, EncodeError> {
         let mut serialized = SerializedMessage::default();
         for &protocol in protocols {
-            // Room for a short chat message's frame, so that most are written without growing
-            // the buffer; the frame is shared by every recipient.
-            let mut out = BytesMut::with_capacity(128 + target.len());
-            arguments.write_invocation(protocol, invocation_id, target, &mut out)?;
-            serialized.set(protocol, out.freeze());
+            let frame = frame::encode(|out| {
+                arguments.write_invocation(protocol, invocation_id, target, out)
+            })?;
+            serialized.set(protocol, frame);
         }
         Ok(serialized)
     }
