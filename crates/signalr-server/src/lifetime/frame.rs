@@ -16,6 +16,8 @@ use bytes::{Bytes, BytesMut};
 const INLINE_FRAME: usize = 176;
 /// The scratch buffer's first capacity: room for a short chat message's frame.
 const SCRATCH_CAPACITY: usize = 256;
+/// A scratch buffer grown past this is not kept.
+const MAX_SCRATCH_CAPACITY: usize = 64 * 1024;
 
 thread_local! {
     static SCRATCH: Cell<BytesMut> = Cell::new(BytesMut::new());
@@ -67,6 +69,10 @@ fn encode_in<E>(
         Err(error) => Err(error),
     };
     scratch.clear();
+    if scratch.capacity() > MAX_SCRATCH_CAPACITY {
+        // A large encoding that failed: do not keep its buffer for small ones.
+        *scratch = BytesMut::new();
+    }
     frame
 }
 
@@ -103,6 +109,22 @@ mod tests {
         })
         .unwrap();
         assert_eq!(&frame[..], b"whole");
+    }
+
+    #[test]
+    fn a_large_failed_encoding_does_not_stay_in_the_scratch_buffer() {
+        let failed = encode(|out| {
+            out.extend_from_slice(&vec![b'x'; 4 * MAX_SCRATCH_CAPACITY]);
+            Err("too late")
+        });
+        assert_eq!(failed, Err("too late"));
+        let kept = SCRATCH.with(|cell| {
+            let scratch = cell.take();
+            let capacity = scratch.capacity();
+            cell.set(scratch);
+            capacity
+        });
+        assert!(kept <= MAX_SCRATCH_CAPACITY, "kept {kept} bytes");
     }
 
     #[test]
