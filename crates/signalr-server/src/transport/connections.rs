@@ -39,7 +39,7 @@ use rand::RngCore;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::Ticket;
-use super::{INBOUND_CHANNEL_BYTES, INBOUND_CHANNEL_CAPACITY, Outbox, TransportType};
+use super::{Outbox, TransportType};
 
 /// A new random id: 16 random bytes, base64url without padding (22 characters), URL-safe as
 /// the clients need (they put tokens in URLs without encoding them).
@@ -140,8 +140,7 @@ impl Entry {
         stateful: bool,
         ticket: Option<Ticket>,
     ) -> Entry {
-        let (inbound, application) =
-            super::inbound::channel(INBOUND_CHANNEL_CAPACITY, INBOUND_CHANNEL_BYTES);
+        let (inbound, application) = super::inbound::for_connection();
         Entry {
             token,
             connection_id,

@@ -24,6 +24,16 @@ use super::Inbound;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed;
 
+/// The queue a transport hands a connection's input to the application in: at most
+/// [`INBOUND_CHANNEL_CAPACITY`](super::INBOUND_CHANNEL_CAPACITY) chunks or
+/// [`INBOUND_CHANNEL_BYTES`](super::INBOUND_CHANNEL_BYTES) of data.
+pub(crate) fn for_connection() -> (InboundSender, InboundReceiver) {
+    channel(
+        super::INBOUND_CHANNEL_CAPACITY,
+        super::INBOUND_CHANNEL_BYTES,
+    )
+}
+
 /// A new queue holding at most `capacity` items, or `max_bytes` of data, before producers
 /// wait.
 pub(crate) fn channel(capacity: usize, max_bytes: usize) -> (InboundSender, InboundReceiver) {

@@ -46,10 +46,7 @@ use super::endpoint::{ApplicationStart, Endpoint, Refusal, query_param};
 use super::inbound::{self, InboundSender};
 use super::telemetry::TransportMetrics;
 use super::ws_writer::MessageWriter;
-use super::{
-    Batch, INBOUND_CHANNEL_BYTES, INBOUND_CHANNEL_CAPACITY, Inbound, Outbox, TransportError,
-    TransportType,
-};
+use super::{Batch, Inbound, Outbox, TransportError, TransportType};
 use crate::auth::Identity;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -245,8 +242,7 @@ pub(crate) fn accept(
                 .admission
                 .connection()
                 .map_err(|(limit, max)| Refusal::Limit(limit, max))?;
-            let (inbound, application) =
-                inbound::channel(INBOUND_CHANNEL_CAPACITY, INBOUND_CHANNEL_BYTES);
+            let (inbound, application) = inbound::for_connection();
             let outbox = Arc::new(Outbox::new(endpoint.options.max_buffered_bytes));
             (
                 new_id().into(),
