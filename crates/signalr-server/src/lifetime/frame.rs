@@ -49,7 +49,7 @@ fn encode_in<E>(
     scratch: &mut BytesMut,
     encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> Result<Bytes, E> {
-    scratch.clear();
+    // Empty: it is cleared before it is put back, and a new one starts empty.
     if scratch.capacity() == 0 {
         scratch.reserve(SCRATCH_CAPACITY);
     }

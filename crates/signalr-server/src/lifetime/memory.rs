@@ -619,8 +619,18 @@ mod tests {
 
     /// The targets of everything queued for `client`, in order.
     async fn received(client: &mut TestClient) -> Vec<String> {
+        targets_within(client, Duration::from_millis(20)).await
+    }
+
+    /// The targets of what is queued for `client` now (deliveries here are synchronous).
+    async fn queued(client: &mut TestClient) -> Vec<String> {
+        targets_within(client, Duration::ZERO).await
+    }
+
+    /// The targets of the invocations `client` gets, until none comes within `wait`.
+    async fn targets_within(client: &mut TestClient, wait: Duration) -> Vec<String> {
         let mut targets = Vec::new();
-        while let Some(message) = client.recv(Duration::from_millis(20)).await {
+        while let Some(message) = client.recv(wait).await {
             match message {
                 HubMessage::Invocation(invocation) => targets.push(invocation.target),
                 other => panic!("unexpected {other:?}"),
@@ -649,18 +659,6 @@ mod tests {
                 manager.send_local(&group(name), &message(&format!("{name}.{round}")));
             }
         }
-    }
-
-    /// The targets of what is queued for `client` now (deliveries here are synchronous).
-    async fn queued(client: &mut TestClient) -> Vec<String> {
-        let mut targets = Vec::new();
-        while let Some(message) = client.recv(Duration::ZERO).await {
-            match message {
-                HubMessage::Invocation(invocation) => targets.push(invocation.target),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        targets
     }
 
     fn shared(manager: &MemoryLifetimeManager, name: &str) -> Option<usize> {

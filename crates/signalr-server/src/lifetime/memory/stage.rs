@@ -39,7 +39,7 @@ const MAX_RUN_MESSAGES: usize = 256;
 const MAX_RUN_BYTES: usize = 64 * 1024;
 
 /// An audience that can be staged, as a run keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum Key {
     All,
     Group(String),
@@ -291,7 +291,7 @@ fn add(
     };
     if let Some(&at) = stage.index.get(&hash) {
         let run = &stage.runs[at];
-        if Arc::as_ptr(&run.tables) as usize != manager || run.key.as_ref() != key {
+        if !Arc::ptr_eq(&run.tables, tables) || run.key.as_ref() != key {
             // Another audience with the same hash has the slot.
             return None;
         }
