@@ -112,8 +112,9 @@
 //! As on .NET, a node receives its own publishes and delivers to its local connections
 //! from there. That keeps one order for everyone: every connection of a channel, here or
 //! elsewhere, sees its messages in Redis's order. Publishing is pipelined: one task
-//! drains a FIFO queue and sends everything queued as one pipeline per round trip, on one
-//! connection, so a node's messages reach Redis in the order they were sent.
+//! drains a FIFO queue and sends everything queued as one pipeline, up to four pipelines
+//! awaiting their answers at once, on one connection, so a node's messages reach Redis in
+//! the order they were sent and none waits for an earlier one's round trip.
 //!
 //! `send` returns once the publish is queued, not when Redis answers: a loop of sends (one
 //! connection's invocations, a `HubContext` notifying many users) runs at Redis's pace

@@ -5,9 +5,11 @@
 //! messages, disconnect notices) handed to a callback on the connection's read task.
 //!
 //! [`Publisher`] is a queue drained by one task that sends everything queued as one
-//! pipeline per round trip, so publishing never costs a round trip per message and keeps
-//! publish order. It owns its connection and its reconnection; while Redis is away it
-//! fails queued publishes at once (local fallback, counted) instead of letting them wait.
+//! pipeline, without waiting for the answers to the pipelines before it (a few at a time),
+//! so publishing never costs a round trip per message, a publish does not wait behind an
+//! earlier one's round trip, and publish order is kept. It owns its connection and its
+//! reconnection; while Redis is away it fails queued publishes at once (local fallback,
+//! counted) instead of letting them wait.
 //!
 //! [`Conn`] also carries the subscription commands that `subscription` sends.
 //!
@@ -25,9 +27,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -46,6 +51,11 @@ pub(crate) type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
 
 /// Most publishes in one pipeline.
 const PUBLISH_BATCH: usize = 1024;
+
+/// Most pipelines sent and not yet answered. More than one, so a publish does not wait for
+/// the round trip of the pipeline before it; a few, so that under load publishes still
+/// gather into big pipelines rather than one per message.
+const PIPELINES_IN_FLIGHT: usize = 4;
 
 /// Bytes of publishes queued or awaiting Redis's answer above which senders wait for their
 /// own publishes to be answered. Below it a send returns once its publish is queued, so a
@@ -251,15 +261,16 @@ impl Connector {
 
 impl Conn {
     /// Publishes every `(channel, payload)`, all in flight at once; one result per item
-    /// (the receiver count Redis reports, or the error).
-    async fn publish(&mut self, batch: &[(Bytes, Bytes)]) -> Vec<Result<i64, RedisError>> {
+    /// (the receiver count Redis reports, or the error). Takes a clone of the connection,
+    /// so several of these can wait for their answers side by side.
+    async fn publish(self, batch: Vec<(Bytes, Bytes)>) -> Vec<Result<i64, RedisError>> {
         match self {
-            Conn::Single(conn) => {
+            Conn::Single(mut conn) => {
                 let mut pipe = redis::pipe();
-                for (channel, payload) in batch {
+                for (channel, payload) in &batch {
                     pipe.cmd("PUBLISH").arg(&channel[..]).arg(&payload[..]);
                 }
-                match pipe.query_async::<Vec<i64>>(conn).await {
+                match pipe.query_async::<Vec<i64>>(&mut conn).await {
                     Ok(counts) if counts.len() == batch.len() => {
                         counts.into_iter().map(Ok).collect()
                     }
@@ -627,9 +638,24 @@ struct PublishTask {
     timeouts_logged: Option<Instant>,
 }
 
+/// A pipeline sent to Redis (or failed before it could be), waiting for its answers.
+type InFlight = Pin<Box<dyn Future<Output = Answered> + Send>>;
+
+/// The answers to one pipeline, with what it carried.
+struct Answered {
+    items: Vec<Publish>,
+    /// Flush markers queued among `items`, answered once the pipeline is.
+    barriers: Vec<Publish>,
+    /// The connection it went out on; `None` when it was not sent (Redis unavailable, or
+    /// only barriers).
+    generation: Option<u64>,
+    results: Vec<Result<i64, RedisError>>,
+}
+
 impl PublishTask {
     async fn run(mut self) {
         let mut reconnecting: Option<Reconnecting> = None;
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         loop {
             tokio::select! {
                 biased;
@@ -644,20 +670,32 @@ impl PublishTask {
                     reconnecting = None;
                     self.connection_restored(connected);
                 }
-                item = self.queue.recv() => {
-                    let Some(item) = item else { break };
-                    if let Some(lost) = self.send_batch(item).await {
+                Some(answered) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some(lost) = self.answered(answered) {
                         reconnecting = Some(lost);
                     }
+                }
+                item = self.queue.recv(), if in_flight.len() < PIPELINES_IN_FLIGHT => {
+                    let Some(item) = item else { break };
+                    let pipeline = self.send_batch(item).await;
+                    in_flight.push_back(pipeline);
                 }
                 () = self.shutdown.cancelled() => {
                     // Flush what is queued (bounded by the response timeout), then stop.
                     if let Ok(item) = self.queue.try_recv() {
-                        let _ = self.send_batch(item).await;
+                        let pipeline = self.send_batch(item).await;
+                        in_flight.push_back(pipeline);
+                    }
+                    while let Some(answered) = in_flight.next().await {
+                        self.answered(answered);
                     }
                     break;
                 }
             }
+        }
+        // The queue closed: settle what is still in flight.
+        while let Some(answered) = in_flight.next().await {
+            self.answered(answered);
         }
         self.queue.close();
         while let Ok(item) = self.queue.try_recv() {
@@ -666,9 +704,12 @@ impl PublishTask {
         }
     }
 
-    /// Sends `first` and whatever else is queued as one pipeline. Returns a reconnection
-    /// to start when the connection turned out to be gone.
-    async fn send_batch(&mut self, first: Publish) -> Option<Reconnecting> {
+    /// Sends `first` and whatever else is queued (up to [`PUBLISH_BATCH`]) as one pipeline,
+    /// without waiting for Redis's answers: they come from the returned future. By the time
+    /// this returns the pipeline is queued on the connection (or first in line for room in
+    /// its queue), so pipelines reach Redis in the order they were sent, whether or not
+    /// earlier ones have been answered.
+    async fn send_batch(&mut self, first: Publish) -> InFlight {
         let mut items = vec![first];
         while items.len() < PUBLISH_BATCH {
             match self.queue.try_recv() {
@@ -676,31 +717,79 @@ impl PublishTask {
                 Err(_) => break,
             }
         }
-        // Barriers are answered after the batch they sit in; earlier batches are answered
-        // already (one pipeline at a time).
+        // Barriers are answered with the pipeline they sit in: pipelines are answered in
+        // the order they were sent, so everything before a barrier is answered by then.
         let (barriers, items): (Vec<Publish>, Vec<Publish>) =
             items.into_iter().partition(|item| item.barrier);
-        let lost = self.publish_items(items).await;
+        let Some((conn, generation)) = self.connection.as_ref().filter(|_| !items.is_empty())
+        else {
+            // Nothing to send, or nowhere to send it: settled in turn like any pipeline.
+            return Box::pin(std::future::ready(Answered {
+                items,
+                barriers,
+                generation: None,
+                results: Vec::new(),
+            }));
+        };
+        let generation = Some(*generation);
+        let batch: Vec<(Bytes, Bytes)> = items
+            .iter()
+            .map(|item| (item.channel.clone(), item.payload.clone()))
+            .collect();
+        let mut publishing = Box::pin(conn.clone().publish(batch));
+        // The first poll hands the pipeline to the connection (its queue is first come,
+        // first served when full), which fixes its place in the order.
+        let results = match futures::poll!(publishing.as_mut()) {
+            Poll::Ready(results) => results,
+            Poll::Pending => {
+                return Box::pin(async move {
+                    Answered {
+                        results: publishing.await,
+                        items,
+                        barriers,
+                        generation,
+                    }
+                });
+            }
+        };
+        Box::pin(std::future::ready(Answered {
+            items,
+            barriers,
+            generation,
+            results,
+        }))
+    }
+
+    /// Settles a pipeline's publishes and barriers. Returns a reconnection to start when
+    /// the connection it went out on turned out to be gone (and is still the current one).
+    fn answered(&mut self, answered: Answered) -> Option<Reconnecting> {
+        let Answered {
+            items,
+            barriers,
+            generation,
+            results,
+        } = answered;
+        let lost = match generation {
+            Some(generation) => self.settle(items, results, generation),
+            None => {
+                self.fail_all(items, "Redis is unavailable");
+                None
+            }
+        };
         for barrier in barriers {
             self.shared.succeeded(barrier, 0);
         }
         lost
     }
 
-    /// Publishes `items` as one pipeline (see [`PublishTask::send_batch`]).
-    async fn publish_items(&mut self, items: Vec<Publish>) -> Option<Reconnecting> {
-        if items.is_empty() {
-            return None;
-        }
-        let Some((conn, _)) = self.connection.as_mut() else {
-            self.fail_all(items, "Redis is unavailable");
-            return None;
-        };
-        let batch: Vec<(Bytes, Bytes)> = items
-            .iter()
-            .map(|item| (item.channel.clone(), item.payload.clone()))
-            .collect();
-        let results = conn.publish(&batch).await;
+    /// Counts and answers the publishes of one pipeline that went out on connection
+    /// `generation`.
+    fn settle(
+        &mut self,
+        items: Vec<Publish>,
+        results: Vec<Result<i64, RedisError>>,
+        generation: u64,
+    ) -> Option<Reconnecting> {
         let mut lost_connection = None;
         let mut timed_out = 0usize;
         for (item, result) in items.into_iter().zip(results) {
@@ -721,7 +810,13 @@ impl PublishTask {
                 }
             }
         }
-        if let Some(reason) = &lost_connection {
+        // Pipelines sent before a connection was replaced answer with its errors after it
+        // was; only the current connection is rebuilt.
+        let current = self
+            .connection
+            .as_ref()
+            .is_some_and(|(_, current)| *current == generation);
+        if let Some(reason) = lost_connection.as_ref().filter(|_| current) {
             tracing::warn!(
                 reason,
                 "Redis backplane: publishing failed; the connection is rebuilt"
@@ -741,7 +836,9 @@ impl PublishTask {
         }
         match lost_connection {
             // The cluster client reconnects its nodes by itself.
-            Some(reason) if !self.connector.is_sharded() => Some(self.connection_lost(&reason)),
+            Some(reason) if current && !self.connector.is_sharded() => {
+                Some(self.connection_lost(&reason))
+            }
             _ => None,
         }
     }
