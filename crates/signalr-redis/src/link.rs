@@ -736,28 +736,21 @@ impl PublishTask {
             .iter()
             .map(|item| (item.channel.clone(), item.payload.clone()))
             .collect();
-        let mut publishing = Box::pin(conn.clone().publish(batch));
+        let publishing = conn.clone().publish(batch);
+        let mut pipeline: InFlight = Box::pin(async move {
+            Answered {
+                results: publishing.await,
+                items,
+                barriers,
+                generation,
+            }
+        });
         // The first poll hands the pipeline to the connection (its queue is first come,
         // first served when full), which fixes its place in the order.
-        let results = match futures::poll!(publishing.as_mut()) {
-            Poll::Ready(results) => results,
-            Poll::Pending => {
-                return Box::pin(async move {
-                    Answered {
-                        results: publishing.await,
-                        items,
-                        barriers,
-                        generation,
-                    }
-                });
-            }
-        };
-        Box::pin(std::future::ready(Answered {
-            items,
-            barriers,
-            generation,
-            results,
-        }))
+        if let Poll::Ready(answered) = futures::poll!(pipeline.as_mut()) {
+            pipeline = Box::pin(std::future::ready(answered));
+        }
+        pipeline
     }
 
     /// Settles a pipeline's publishes and barriers. Returns a reconnection to start when

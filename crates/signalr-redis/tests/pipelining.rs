@@ -83,18 +83,18 @@ impl Relay {
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    // Commands are counted over the whole stream, so a name split between
-                    // two reads still counts.
-                    let mut sent = Vec::new();
+                    // The last bytes read are kept, so a command split between two reads
+                    // still counts.
+                    const MARK: &[u8] = b"\r\nPUBLISH";
+                    let mut seen = Vec::new();
                     let mut buf = vec![0; 64 * 1024];
                     while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-                        sent.extend_from_slice(&buf[..n]);
-                        let total = sent.windows(9).filter(|w| w == b"\r\nPUBLISH").count();
-                        let before = sent[..sent.len() - n]
-                            .windows(9)
-                            .filter(|w| w == b"\r\nPUBLISH")
-                            .count();
-                        counter.fetch_add(total - before, Ordering::SeqCst);
+                        seen.extend_from_slice(&buf[..n]);
+                        let new = seen.windows(MARK.len()).filter(|w| *w == MARK).count();
+                        counter.fetch_add(new, Ordering::SeqCst);
+                        // One byte less than a mark is kept: a mark starting there ends in
+                        // bytes not read yet, so it is counted once, with them.
+                        seen.drain(..seen.len().saturating_sub(MARK.len() - 1));
                         if server_write.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
