@@ -169,6 +169,9 @@
 //! not affected. [`HubConnection::buffered_bytes`] tells what a connection has queued. A
 //! WebSocket client that never reads again does not keep its socket: what could not be
 //! written within [`TransportOptions::close_timeout`] (5 s) of the close is dropped with it.
+//! Served with [`serve`], no client keeps a connection by not reading, whatever its
+//! transport: a write that waits [`ServeOptions::write_timeout`] (30 s) without progress
+//! drops the connection.
 
 pub mod auth;
 mod backlog;
@@ -179,6 +182,7 @@ pub mod lifetime;
 pub mod observability;
 mod options;
 mod router;
+mod serve;
 pub mod transport;
 
 #[cfg(feature = "test-util")]
@@ -197,7 +201,7 @@ pub use lifetime::{
     MemoryLifetimeManager, SerializedMessage,
 };
 pub use options::HubOptions;
-pub use router::serve;
+pub use serve::{ServeOptions, serve, serve_with};
 pub use transport::{CorsOptions, TransportOptions};
 
 /// The wire protocol crate, re-exported.

@@ -3,7 +3,6 @@
 //! it is shut down, since all of that lives in the transport layer, which the hub layer
 //! does not reach into.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -107,25 +106,4 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
     pub fn cors(self, cors: CorsOptions) -> Self {
         self.configure_transports(|t| t.cors = Some(cors))
     }
-}
-
-/// Serve an application with TCP_NODELAY on every accepted socket.
-///
-/// Hub messages are small and latency-sensitive; with Nagle's algorithm on (axum's default)
-/// a small write can wait for the client's delayed ACK, up to 40 ms on Linux. This is
-/// `axum::serve` with that fixed, and shuts down gracefully when `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

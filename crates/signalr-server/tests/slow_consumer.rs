@@ -1,6 +1,6 @@
 //! The slow-consumer policy over real sockets: a client that stops reading is closed once
 //! its outbound buffer is full; the broadcast to everyone else goes on, complete; and one
-//! that never reads again does not keep its socket.
+//! that never reads again does not keep its socket, whatever its transport.
 
 mod common;
 
@@ -8,15 +8,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Client, start};
-use signalr_server::TransportOptions;
-use signalr_server::protocol::{HubMessage, Protocol};
+use common::http::{negotiate, request};
+use common::{Client, start, start_with};
+use signalr_server::protocol::{HandshakeRequest, HubMessage, Protocol};
+use signalr_server::{ServeOptions, TransportOptions};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::MaybeTlsStream;
 
 /// A hub whose `Broadcast(message)` sends to everyone but the caller, with a 64 KiB bound per
 /// connection so the tests need little traffic (the kernel's socket buffers absorb the first
 /// megabytes either way), and whatever else `configure` sets.
 async fn start_broadcast_hub(configure: impl FnOnce(&mut TransportOptions)) -> SocketAddr {
+    start(broadcast_hub(configure)).await
+}
+
+fn broadcast_hub(configure: impl FnOnce(&mut TransportOptions)) -> axum::Router {
     let hub = signalr_server::Hub::builder()
         .method(
             "Broadcast",
@@ -29,7 +35,37 @@ async fn start_broadcast_hub(configure: impl FnOnce(&mut TransportOptions)) -> S
             configure(t);
         })
         .build();
-    start(axum::Router::new().merge(hub.router("/hub"))).await
+    axum::Router::new().merge(hub.router("/hub"))
+}
+
+/// Broadcasts 6,000 messages of 2 KiB (12 MB) from a new client, paced so that the server
+/// writes each message as it comes: a client that does not read fills the kernel's buffers
+/// (megabytes on loopback), then the server's write to it waits (and a 64 KiB bound overflows
+/// while that write still waits).
+async fn flood(addr: SocketAddr) -> Client {
+    let mut writer = Client::connect(addr, "/hub", Protocol::Json).await;
+    let payload = "p".repeat(2048);
+    for sent in 1..=6000 {
+        writer
+            .send_invocation("Broadcast", (payload.clone(),))
+            .await;
+        if sent % 16 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+    writer
+}
+
+/// Waits (bounded) until this process no longer holds the server's end of `client`'s socket.
+async fn until_server_socket_closed(server: SocketAddr, client: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + common::WAIT * 6;
+    while server_socket_open(server, client) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server still holds the socket of a client that stopped reading"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,30 +161,59 @@ async fn a_cut_off_client_that_never_reads_again_loses_its_socket() {
         "the server's end of the slow client's socket is listed in /proc/self/net/tcp"
     );
 
-    // Paced so that the server writes each message as it comes: the kernel's buffers fill
-    // (megabytes on loopback), the server's write waits, then its 64 KiB bound overflows and
-    // the client is cut off while that write still waits for it.
-    let mut writer = Client::connect(addr, "/hub", Protocol::Json).await;
-    let payload = "p".repeat(2048);
-    for sent in 1..=6000 {
-        writer
-            .send_invocation("Broadcast", (payload.clone(),))
-            .await;
-        if sent % 16 == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-    }
-
-    let deadline = tokio::time::Instant::now() + common::WAIT * 6;
-    while server_socket_open(addr, slow_addr) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the server still holds the socket of a client that stopped reading"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    eprintln!("GONE {:?}", std::time::Instant::now());
+    let _writer = flood(addr).await;
+    until_server_socket_closed(addr, slow_addr).await;
     drop(slow);
+}
+
+/// A Server-Sent Events client that stops reading loses its connection once a write to it
+/// has waited the write timeout. Nothing above the socket could end it: hyper polls the
+/// response body only after writing what came before, so the response's task waits in that
+/// write for as long as the client's kernel keeps the connection open. The connection's
+/// bound is far above what is sent, so it is never cut off as a slow consumer (which would
+/// end the response): only the deadline can end it, and without one this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_client_that_stops_reading_loses_its_connection_after_the_write_timeout() {
+    let mut options = ServeOptions::default();
+    options.write_timeout = Some(std::time::Duration::from_millis(300));
+    let addr = start_with(
+        broadcast_hub(|t| t.max_buffered_bytes = 64 * 1024 * 1024),
+        options,
+    )
+    .await;
+
+    let token = negotiate(addr, "/hub", &[]).await;
+    let url = format!("/hub?id={token}");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut sse = socket.connect(addr).await.unwrap();
+    let sse_addr = sse.local_addr().unwrap();
+    sse.write_all(
+        format!("GET {url} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut handshake = bytes::BytesMut::new();
+    HandshakeRequest {
+        protocol: "json".into(),
+        version: 1,
+    }
+    .write(&mut handshake);
+    // The handshake is accepted only once the event stream is open.
+    assert_eq!(
+        request(addr, "POST", &url, &[], &handshake).await.status,
+        200
+    );
+    assert!(
+        server_socket_open(addr, sse_addr),
+        "the server's end of the event stream's socket is listed in /proc/self/net/tcp"
+    );
+
+    // The event stream is never read from here on.
+    let _writer = flood(addr).await;
+    until_server_socket_closed(addr, sse_addr).await;
+    drop(sse);
 }
 
 /// Whether this process has a socket open (a file descriptor, not an orphan the kernel

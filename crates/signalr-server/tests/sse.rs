@@ -20,6 +20,9 @@ async fn the_event_stream_is_framed_exactly() {
     assert_eq!(stream.header("content-type"), Some("text/event-stream"));
     assert_eq!(stream.header("cache-control"), Some("no-cache,no-store"));
     assert_eq!(stream.header("pragma"), Some("no-cache"));
+    // The HTTP connection ends with the stream (a client that stopped reading must not keep
+    // it as an idle keep-alive connection).
+    assert_eq!(stream.header("connection"), Some("close"));
     assert_eq!(stream.header("content-encoding"), Some("identity"));
     // The comment is written at once, before anything else happens on the connection.
     assert_eq!(stream.read_exact(3).await.unwrap(), b":\r\n");

@@ -14,7 +14,12 @@
 //!
 //! The connection ends with the response: when the application closes the outbox (the
 //! stream ends after the last event) or when the client goes away (the body is dropped).
-//! Either way the connection is disposed, and the application sees its input end.
+//! Either way the connection is disposed, and the application sees its input end. The HTTP
+//! connection ends with it (`Connection: close`): the last events of a client that stopped
+//! reading can still sit in the kernel's buffers when the response ends, and a keep-alive
+//! connection waiting for a next request that never comes would hold them and the socket for
+//! good (axum's server has no idle timeout, and no write is pending for
+//! [`ServeOptions::write_timeout`](crate::ServeOptions::write_timeout) to time).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -61,6 +66,7 @@ pub(crate) fn connect(
         HeaderValue::from_static("no-cache,no-store"),
     );
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     // Compression would buffer events; intermediaries must pass them through as they come.
     headers.insert(
         header::CONTENT_ENCODING,

@@ -43,6 +43,19 @@ pub async fn start(app: axum::Router) -> SocketAddr {
     addr
 }
 
+/// Serve `app` on a free loopback port with other [`signalr_server::ServeOptions`].
+pub async fn start_with(app: axum::Router, options: signalr_server::ServeOptions) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(signalr_server::serve_with(
+        listener,
+        app,
+        std::future::pending(),
+        options,
+    ));
+    addr
+}
+
 /// A plain HTTP/1.1 request; returns status and body.
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();

@@ -1,0 +1,283 @@
+//! Serving an application on a TCP listener: what every accepted socket gets (TCP_NODELAY, a
+//! write deadline) and the graceful shutdown.
+//!
+//! The write deadline is here, on the socket, because no layer above it can see a stalled
+//! write: hyper polls a Server-Sent Events or long-polling response body only when it has
+//! written what came before, so a client that stops reading leaves the response's task
+//! parked in a write that never completes, and its connection open for as long as the
+//! client's kernel keeps acknowledging zero-window probes: indefinitely. (WebSockets have
+//! their own socket task, which ends a connection whose last messages the client does not
+//! take within [`TransportOptions::close_timeout`](crate::TransportOptions::close_timeout);
+//! the deadline covers them too.)
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::Listener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+
+/// How [`serve_with`] treats accepted sockets.
+///
+/// ```
+/// use std::time::Duration;
+/// use signalr_server::ServeOptions;
+///
+/// let mut options = ServeOptions::default();
+/// options.write_timeout = Some(Duration::from_secs(10));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// How long a write may wait without the client taking a single byte before the
+    /// connection is dropped (30 s by default, ASP.NET Core SignalR's client timeout; `None`:
+    /// writes wait as long as the client keeps the connection open). A client on a slow link
+    /// still takes some bytes within it; one that stopped reading does not.
+    pub write_timeout: Option<Duration>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            write_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Serve an application with TCP_NODELAY and a write deadline on every accepted socket
+/// ([`ServeOptions::default`]); shuts down gracefully when `shutdown` completes.
+///
+/// Hub messages are small and latency-sensitive; with Nagle's algorithm on (axum's default)
+/// a small write can wait for the client's delayed ACK, up to 40 ms on Linux. A client that
+/// stops reading loses its connection once a write to it has waited
+/// [`ServeOptions::write_timeout`] (30 s) without progress.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let hub = signalr_server::Hub::builder().build();
+/// let app = axum::Router::new().merge(hub.router("/hub"));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+/// signalr_server::serve(listener, app, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await
+/// # }
+/// ```
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with(listener, app, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with other [`ServeOptions`].
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> io::Result<()> {
+    let listener = Accepted {
+        listener,
+        write_timeout: options.write_timeout,
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The listener [`serve_with`] hands to axum: each accepted socket with TCP_NODELAY, behind
+/// its write deadline.
+struct Accepted {
+    listener: TcpListener,
+    write_timeout: Option<Duration>,
+}
+
+impl Listener for Accepted {
+    type Io = WriteDeadline<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (tcp, addr) = Listener::accept(&mut self.listener).await;
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        (WriteDeadline::new(tcp, self.write_timeout), addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A socket whose writes fail with [`io::ErrorKind::TimedOut`] once they have waited
+/// `timeout` without any progress. Reads pass through untouched.
+#[derive(Debug)]
+pub(crate) struct WriteDeadline<T> {
+    io: T,
+    timeout: Option<Duration>,
+    /// Armed while a write waits for the peer; dropped as soon as one makes progress, so
+    /// a connection that writes freely (or is idle) holds no timer.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    pub(crate) fn new(io: T, timeout: Option<Duration>) -> Self {
+        WriteDeadline {
+            io,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After the socket answered a write: disarm on an answer, or arm (the first time) and
+    /// check the deadline while it waits.
+    fn check<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        let Poll::Pending = polled else {
+            self.stalled = None;
+            return polled;
+        };
+        let Some(timeout) = self.timeout else {
+            return Poll::Pending;
+        };
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took nothing written to it for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    // Flushing and shutting down a TCP socket do not wait for the peer: only writes do.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// Takes `room` bytes, then nothing until given more.
+    struct Stuck {
+        room: usize,
+    }
+
+    impl AsyncWrite for Stuck {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.room == 0 {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn write(io: &mut WriteDeadline<Stuck>) -> Poll<io::Result<usize>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(io).poll_write(&mut cx, b"hello")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_waits_past_the_timeout_fails_and_progress_restarts_the_clock() {
+        let timeout = Duration::from_secs(30);
+        let mut io = WriteDeadline::new(Stuck { room: 5 }, Some(timeout));
+        assert!(matches!(write(&mut io), Poll::Ready(Ok(5))));
+        assert!(io.stalled.is_none(), "no timer while writes go through");
+
+        assert!(write(&mut io).is_pending());
+        tokio::time::advance(timeout - Duration::from_secs(1)).await;
+        assert!(write(&mut io).is_pending(), "still inside the deadline");
+
+        // Progress disarms it: the next stall gets a whole timeout again.
+        io.io.room = 2;
+        assert!(matches!(write(&mut io), Poll::Ready(Ok(2))));
+        assert!(io.stalled.is_none());
+        assert!(write(&mut io).is_pending());
+        tokio::time::advance(timeout - Duration::from_secs(1)).await;
+        assert!(write(&mut io).is_pending());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        match write(&mut io) {
+            Poll::Ready(Err(error)) => assert_eq!(error.kind(), io::ErrorKind::TimedOut),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_timeout_a_write_waits_for_good() {
+        let mut io = WriteDeadline::new(Stuck { room: 0 }, None);
+        assert!(write(&mut io).is_pending());
+        tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+        assert!(write(&mut io).is_pending());
+        assert!(io.stalled.is_none());
+    }
+}
