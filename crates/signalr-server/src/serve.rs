@@ -38,7 +38,8 @@ pub struct ServeOptions {
     /// How long a write may wait without the client taking a single byte before the
     /// connection is dropped (30 s by default, ASP.NET Core SignalR's client timeout; `None`:
     /// writes wait as long as the client keeps the connection open). A client on a slow link
-    /// still takes some bytes within it; one that stopped reading does not.
+    /// takes some bytes within it and keeps its connection (its hub connection is still
+    /// closed once its queue is full); one that stopped reading takes none.
     pub write_timeout: Option<Duration>,
 }
 
