@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::http::{negotiate, request};
+use common::http::{handshake_request, negotiate, request};
 use common::{Client, start, start_with};
-use signalr_server::protocol::{HandshakeRequest, HubMessage, Protocol};
+use signalr_server::protocol::{HubMessage, Protocol};
 use signalr_server::{ServeOptions, TransportOptions};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::MaybeTlsStream;
@@ -194,12 +194,7 @@ async fn an_sse_client_that_stops_reading_loses_its_connection_after_the_write_t
     )
     .await
     .unwrap();
-    let mut handshake = bytes::BytesMut::new();
-    HandshakeRequest {
-        protocol: "json".into(),
-        version: 1,
-    }
-    .write(&mut handshake);
+    let handshake = handshake_request("json");
     // The handshake is accepted only once the event stream is open.
     assert_eq!(
         request(addr, "POST", &url, &[], &handshake).await.status,

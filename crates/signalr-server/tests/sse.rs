@@ -3,10 +3,12 @@
 
 mod common;
 
-use common::http::{EventStream, Http, HttpClient, event_data, negotiate, request, serve_hub};
+use common::http::{
+    EventStream, Http, HttpClient, event_data, handshake_request, negotiate, request, serve_hub,
+};
 use common::{Client, WAIT, result_string, test_hub};
 use signalr_server::Hub;
-use signalr_server::protocol::{HandshakeRequest, HubMessage, Protocol};
+use signalr_server::protocol::{HubMessage, Protocol};
 
 /// Headers, the opening comment, and events that are `data: ` lines ending in CRLF with a
 /// blank CRLF line after each: nothing else.
@@ -27,12 +29,7 @@ async fn the_event_stream_is_framed_exactly() {
     // The comment is written at once, before anything else happens on the connection.
     assert_eq!(stream.read_exact(3).await.unwrap(), b":\r\n");
 
-    let mut handshake = bytes::BytesMut::new();
-    HandshakeRequest {
-        protocol: "json".into(),
-        version: 1,
-    }
-    .write(&mut handshake);
+    let handshake = handshake_request("json");
     assert_eq!(
         request(addr, "POST", &url, &[], &handshake).await.status,
         200

@@ -325,6 +325,17 @@ pub fn event_data(event: &[u8]) -> Vec<u8> {
     data
 }
 
+/// The bytes of a handshake request (version 1) for `protocol`.
+pub fn handshake_request(protocol: &str) -> BytesMut {
+    let mut handshake = BytesMut::new();
+    HandshakeRequest {
+        protocol: protocol.to_owned(),
+        version: 1,
+    }
+    .write(&mut handshake);
+    handshake
+}
+
 /// Serve `hub` at `/hub` on a free loopback port.
 pub async fn serve_hub(hub: &signalr_server::Hub) -> SocketAddr {
     super::start(axum::Router::new().merge(hub.router("/hub"))).await
@@ -430,13 +441,7 @@ impl HttpClient {
 
     /// Send a handshake request for `protocol` and read the response.
     pub async fn handshake(&mut self, protocol: &str) -> HandshakeResponse {
-        let mut handshake = BytesMut::new();
-        HandshakeRequest {
-            protocol: protocol.to_owned(),
-            version: 1,
-        }
-        .write(&mut handshake);
-        let status = self.post(&handshake).await.status;
+        let status = self.post(&handshake_request(protocol)).await.status;
         assert_eq!(status, 200, "handshake POST");
         loop {
             if let Some(response) = HandshakeResponse::parse(&mut self.buf).unwrap() {
