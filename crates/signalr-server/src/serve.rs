@@ -59,15 +59,14 @@ impl Default for ServeOptions {
 /// stops reading loses its connection once a write to it has waited
 /// [`ServeOptions::write_timeout`] (30 s) without progress.
 ///
-/// ```no_run
-/// # async fn run() -> std::io::Result<()> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
 /// let hub = signalr_server::Hub::builder().build();
 /// let app = axum::Router::new().merge(hub.router("/hub"));
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
-/// signalr_server::serve(listener, app, async {
-///     let _ = tokio::signal::ctrl_c().await;
-/// })
-/// .await
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// // Shuts down at once here; a server waits for a signal (`tokio::signal::ctrl_c()`).
+/// signalr_server::serve(listener, app, async {}).await
 /// # }
 /// ```
 pub async fn serve(
@@ -79,6 +78,21 @@ pub async fn serve(
 }
 
 /// [`serve`] with other [`ServeOptions`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use std::time::Duration;
+/// use signalr_server::ServeOptions;
+///
+/// let hub = signalr_server::Hub::builder().build();
+/// let app = axum::Router::new().merge(hub.router("/hub"));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let mut options = ServeOptions::default();
+/// options.write_timeout = Some(Duration::from_secs(10));
+/// signalr_server::serve_with(listener, app, async {}, options).await
+/// # }
+/// ```
 pub async fn serve_with(
     listener: TcpListener,
     app: Router,
