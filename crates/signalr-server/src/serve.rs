@@ -138,9 +138,15 @@ impl Listener for Accepted {
 pub(crate) struct WriteDeadline<T> {
     io: T,
     timeout: Option<Duration>,
-    /// Armed while a write waits for the peer; dropped as soon as one makes progress, so
-    /// a connection that writes freely (or is idle) holds no timer.
-    stalled: Option<Pin<Box<Sleep>>>,
+    /// When the current wait began: set by a write that waits, cleared by one that goes
+    /// through (no clock read, no timer touched: a busy connection's writes wait and go
+    /// through many times a second).
+    since: Option<Instant>,
+    /// Wakes the task by the deadline of a wait. Made at a connection's first wait and kept:
+    /// once a wait ends it is left to fire, and moved on only when it fires during a later
+    /// wait, so a connection has one timer and re-arms it at most once per `timeout`. An
+    /// idle connection never made one.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<T> WriteDeadline<T> {
@@ -148,34 +154,40 @@ impl<T> WriteDeadline<T> {
         WriteDeadline {
             io,
             timeout,
-            stalled: None,
+            since: None,
+            timer: None,
         }
     }
 
-    /// After the socket answered a write: disarm on an answer, or arm (the first time) and
-    /// check the deadline while it waits.
+    /// After the socket answered a write: the wait is over on an answer; while it waits,
+    /// whether the deadline has passed.
     fn check<R>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
         let Poll::Pending = polled else {
-            self.stalled = None;
+            self.since = None;
             return polled;
         };
         let Some(timeout) = self.timeout else {
             return Poll::Pending;
         };
-        let sleep = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the client took nothing written to it for {timeout:?}"),
-            ))),
-            Poll::Pending => Poll::Pending,
+        let deadline = *self.since.get_or_insert_with(Instant::now) + timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // A timer that fires first was set for an earlier wait: move it to this one's deadline.
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client took nothing written to it for {timeout:?}"),
+                )));
+            }
+            timer.as_mut().reset(deadline);
         }
+        Poll::Pending
     }
 }
 
@@ -267,16 +279,17 @@ mod tests {
         let timeout = Duration::from_secs(30);
         let mut io = WriteDeadline::new(Stuck { room: 5 }, Some(timeout));
         assert!(matches!(write(&mut io), Poll::Ready(Ok(5))));
-        assert!(io.stalled.is_none(), "no timer while writes go through");
+        assert!(io.timer.is_none(), "no timer until a write waits");
 
         assert!(write(&mut io).is_pending());
         tokio::time::advance(timeout - Duration::from_secs(1)).await;
         assert!(write(&mut io).is_pending(), "still inside the deadline");
 
-        // Progress disarms it: the next stall gets a whole timeout again.
+        // Progress ends the wait: the next one gets a whole timeout again (the timer, set
+        // for the first wait, fires during it and is moved on).
         io.io.room = 2;
         assert!(matches!(write(&mut io), Poll::Ready(Ok(2))));
-        assert!(io.stalled.is_none());
+        assert!(io.since.is_none());
         assert!(write(&mut io).is_pending());
         tokio::time::advance(timeout - Duration::from_secs(1)).await;
         assert!(write(&mut io).is_pending());
@@ -293,6 +306,6 @@ mod tests {
         assert!(write(&mut io).is_pending());
         tokio::time::advance(Duration::from_secs(24 * 3600)).await;
         assert!(write(&mut io).is_pending());
-        assert!(io.stalled.is_none());
+        assert!(io.timer.is_none());
     }
 }
