@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::http::{handshake_request, negotiate, request};
-use common::{Client, start, start_with};
+use common::http::{negotiate, request};
+use common::{Client, handshake_request, start, start_with};
 use signalr_server::protocol::{HubMessage, Protocol};
 use signalr_server::{ServeOptions, TransportOptions};
 use tokio::io::AsyncWriteExt;

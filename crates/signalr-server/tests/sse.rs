@@ -3,10 +3,8 @@
 
 mod common;
 
-use common::http::{
-    EventStream, Http, HttpClient, event_data, handshake_request, negotiate, request, serve_hub,
-};
-use common::{Client, WAIT, result_string, test_hub};
+use common::http::{EventStream, Http, HttpClient, event_data, negotiate, request, serve_hub};
+use common::{Client, WAIT, handshake_request, result_string, test_hub};
 use signalr_server::Hub;
 use signalr_server::protocol::{HubMessage, Protocol};
 

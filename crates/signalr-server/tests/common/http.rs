@@ -9,8 +9,7 @@ use bytes::BytesMut;
 use serde_json::Value;
 use signalr_server::HubArguments;
 use signalr_server::protocol::{
-    Arguments, Close, Completion, HandshakeRequest, HandshakeResponse, HubMessage, Invocation,
-    Protocol,
+    Arguments, Close, Completion, HandshakeResponse, HubMessage, Invocation, Protocol,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -325,17 +324,6 @@ pub fn event_data(event: &[u8]) -> Vec<u8> {
     data
 }
 
-/// The bytes of a handshake request (version 1) for `protocol`.
-pub fn handshake_request(protocol: &str) -> BytesMut {
-    let mut handshake = BytesMut::new();
-    HandshakeRequest {
-        protocol: protocol.to_owned(),
-        version: 1,
-    }
-    .write(&mut handshake);
-    handshake
-}
-
 /// Serve `hub` at `/hub` on a free loopback port.
 pub async fn serve_hub(hub: &signalr_server::Hub) -> SocketAddr {
     super::start(axum::Router::new().merge(hub.router("/hub"))).await
@@ -441,7 +429,7 @@ impl HttpClient {
 
     /// Send a handshake request for `protocol` and read the response.
     pub async fn handshake(&mut self, protocol: &str) -> HandshakeResponse {
-        let status = self.post(&handshake_request(protocol)).await.status;
+        let status = self.post(&super::handshake_request(protocol)).await.status;
         assert_eq!(status, 200, "handshake POST");
         loop {
             if let Some(response) = HandshakeResponse::parse(&mut self.buf).unwrap() {

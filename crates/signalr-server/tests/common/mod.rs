@@ -37,10 +37,7 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl F
 
 /// Serve `app` on a free loopback port.
 pub async fn start(app: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(signalr_server::serve(listener, app, std::future::pending()));
-    addr
+    start_with(app, signalr_server::ServeOptions::default()).await
 }
 
 /// Serve `app` on a free loopback port with other [`signalr_server::ServeOptions`].
@@ -54,6 +51,17 @@ pub async fn start_with(app: axum::Router, options: signalr_server::ServeOptions
         options,
     ));
     addr
+}
+
+/// The bytes of a handshake request (version 1) for `protocol`.
+pub fn handshake_request(protocol: &str) -> BytesMut {
+    let mut handshake = BytesMut::new();
+    HandshakeRequest {
+        protocol: protocol.to_owned(),
+        version: 1,
+    }
+    .write(&mut handshake);
+    handshake
 }
 
 /// A plain HTTP/1.1 request; returns status and body.
@@ -150,12 +158,7 @@ impl Client {
     }
 
     async fn handshake(mut self) -> Client {
-        let mut handshake = BytesMut::new();
-        HandshakeRequest {
-            protocol: self.protocol.name().to_owned(),
-            version: 1,
-        }
-        .write(&mut handshake);
+        let handshake = handshake_request(self.protocol.name());
         self.send_text(&handshake).await;
         let response = self.handshake_response().await;
         assert_eq!(response.error, None, "handshake refused");
