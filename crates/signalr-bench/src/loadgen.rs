@@ -100,10 +100,8 @@ pub struct StepsConfig {
     pub receivers: usize,
     /// Who messages are for.
     pub audience: Audience,
-    /// Messages per second the sender sends in each step (open loop).
-    pub rates: Vec<f64>,
-    /// Length of each step.
-    pub step_duration: Duration,
+    /// The steps, in order: each sends at its rate (open loop) for its length.
+    pub steps: Vec<StepPlan>,
     /// Length of each payload string (at least the stamp).
     pub payload_len: usize,
     /// Receivers that stop reading right after connecting (slow consumers, W6).
@@ -118,6 +116,46 @@ pub struct StepsConfig {
     pub slow_drain: Duration,
     /// Server processes whose CPU and memory each step reports.
     pub watch: Vec<u32>,
+}
+
+/// One step of a [`StepsConfig`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepPlan {
+    /// Messages per second the sender sends.
+    pub rate: f64,
+    /// How long it sends.
+    pub duration: Duration,
+}
+
+impl StepPlan {
+    /// Parses `RATE` or `RATE@SECS` (a step with a length of its own, e.g. a low rate held
+    /// longer so its p99 rests on more samples); `default` is the length of a bare `RATE`.
+    pub fn parse(text: &str, default: Duration) -> Result<StepPlan, String> {
+        let (rate, secs) = match text.split_once('@') {
+            Some((rate, secs)) => (rate, Some(secs)),
+            None => (text, None),
+        };
+        let rate: f64 = rate
+            .trim()
+            .parse()
+            .map_err(|_| format!("step `{text}`: the rate is not a number"))?;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(format!("step `{text}`: the rate must be above 0"));
+        }
+        let duration = match secs {
+            None => default,
+            Some(secs) => secs
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    format!("step `{text}`: the length after `@` must be seconds above 0")
+                })?,
+        };
+        Ok(StepPlan { rate, duration })
+    }
 }
 
 /// Criteria of a step that "kept up" (peers-measured.md §3).
@@ -923,7 +961,7 @@ pub async fn run_steps(
     // Let the last handshakes and joins settle before the first step.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    for (index, &rate) in config.rates.iter().enumerate() {
+    for (index, &StepPlan { rate, duration }) in config.steps.iter().enumerate() {
         let step = index as u32 + 1;
         shared.begin_step(step);
         let before: Vec<u64> = receivers.iter().map(|(c, _)| c.get()).collect();
@@ -941,7 +979,7 @@ pub async fn run_steps(
         let command = Command::Step {
             step,
             rate,
-            duration: config.step_duration,
+            duration,
             reply,
         };
         let sent = if commands.send(command).await.is_ok() {
@@ -1136,4 +1174,40 @@ pub(crate) fn round3(x: f64) -> f64 {
 /// The load average now, for reports.
 pub fn load_average() -> Option<[f64; 3]> {
     procstat::load_average()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_a_rate_with_the_default_length_or_its_own() {
+        let default = Duration::from_secs(10);
+        assert_eq!(
+            StepPlan::parse("500", default),
+            Ok(StepPlan {
+                rate: 500.0,
+                duration: default
+            })
+        );
+        assert_eq!(
+            StepPlan::parse("100@60", default),
+            Ok(StepPlan {
+                rate: 100.0,
+                duration: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            StepPlan::parse(" 2.5 @ 0.5", default).map(|s| (s.rate, s.duration)),
+            Ok((2.5, Duration::from_millis(500)))
+        );
+        for bad in [
+            "", "x", "0", "-1", "100@", "100@0", "100@-2", "100@x", "inf",
+        ] {
+            assert!(
+                StepPlan::parse(bad, default).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use signalr_bench::client::Endpoint;
 use signalr_bench::loadgen::{
-    self, Audience, Common, IdleConfig, StepsConfig, StepsReport, block_on_local,
+    self, Audience, Common, IdleConfig, StepPlan, StepsConfig, StepsReport, block_on_local,
 };
 use signalr_bench::server::{ServerConfig, app};
 use signalr_bench::wire::Wire;
@@ -61,8 +61,12 @@ fn steps(addr: SocketAddr, wire: Wire, receivers: usize, audience: Audience) -> 
         extra_endpoints: Vec::new(),
         receivers,
         audience,
-        rates: vec![100.0, 300.0],
-        step_duration: Duration::from_secs(1),
+        steps: [100.0, 300.0]
+            .map(|rate| StepPlan {
+                rate,
+                duration: Duration::from_secs(1),
+            })
+            .to_vec(),
         payload_len: 48,
         slow: 0,
         stop_on_fail: false,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use signalr_bench::client::{Endpoint, parse_url};
-use signalr_bench::loadgen::{self, Audience, Common, IdleConfig, StepsConfig};
+use signalr_bench::loadgen::{self, Audience, Common, IdleConfig, StepPlan, StepsConfig};
 use signalr_bench::scale::{self, ScaleConfig};
 use signalr_bench::wire::Wire;
 use signalr_protocol::Protocol;
@@ -163,9 +163,10 @@ struct StepsArgs {
     /// all | groups:G | users | connections.
     #[arg(long, default_value = "all")]
     audience: String,
-    /// Messages per second of each step, comma-separated.
+    /// Messages per second of each step, comma-separated; `RATE@SECS` gives a step a length
+    /// of its own (e.g. `500,100@60,1000`).
     #[arg(long, value_delimiter = ',')]
-    rates: Vec<f64>,
+    rates: Vec<String>,
     /// Seconds per step.
     #[arg(long, default_value_t = 6.0)]
     step_secs: f64,
@@ -357,6 +358,14 @@ fn run(cli: Cli) -> Result<(), String> {
             if args.rates.is_empty() {
                 return Err("--rates: at least one rate".to_owned());
             }
+            let default = Duration::try_from_secs_f64(args.step_secs)
+                .map_err(|_| "--step-secs: not a length of time".to_owned())?;
+            let steps = args
+                .rates
+                .iter()
+                .map(|text| StepPlan::parse(text, default))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("--rates: {e}"))?;
             let sender_endpoint = match &args.sender_url {
                 Some(url) => Some(args.common.endpoint(url)?),
                 None => None,
@@ -372,8 +381,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 extra_endpoints,
                 receivers: args.receivers,
                 audience: audience(&args.audience)?,
-                rates: args.rates,
-                step_duration: Duration::from_secs_f64(args.step_secs),
+                steps,
                 payload_len: args.payload,
                 slow: args.slow,
                 stop_on_fail: args.stop_on_fail,
