@@ -171,7 +171,9 @@
 //! written within [`TransportOptions::close_timeout`] (5 s) of the close is dropped with it.
 //! Served with [`serve`], no client keeps a connection by not reading, whatever its
 //! transport: a write that waits [`ServeOptions::write_timeout`] (30 s) without progress
-//! drops the connection.
+//! drops the connection; nor by sending nothing: a socket without a whole request header
+//! within [`ServeOptions::request_header_timeout`] (30 s, on a keep-alive connection from its
+//! last response) is closed.
 
 pub mod auth;
 mod backlog;

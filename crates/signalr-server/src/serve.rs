@@ -1,5 +1,5 @@
 //! Serving an application on a TCP listener: what every accepted socket gets (TCP_NODELAY, a
-//! write deadline) and the graceful shutdown.
+//! write deadline, a deadline for each request's header) and the graceful shutdown.
 //!
 //! The write deadline is here, on the socket, because no layer above it can see a stalled
 //! write: hyper polls a Server-Sent Events or long-polling response body only when it has
@@ -9,18 +9,27 @@
 //! their own socket task, which ends a connection whose last messages the client does not
 //! take within [`TransportOptions::close_timeout`](crate::TransportOptions::close_timeout);
 //! the deadline covers them too.)
+//!
+//! The header deadline is hyper's, which needs a timer that `axum::serve` does not give it;
+//! hence the accept loop here. Without it a socket that never sends a request, or a
+//! keep-alive connection that sends no further one, holds its descriptor and task for good.
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::serve::Listener;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How [`serve_with`] treats accepted sockets.
 ///
@@ -30,6 +39,7 @@ use tokio::time::{Instant, Sleep};
 ///
 /// let mut options = ServeOptions::default();
 /// options.write_timeout = Some(Duration::from_secs(10));
+/// options.request_header_timeout = Some(Duration::from_secs(10));
 /// # let _ = options;
 /// ```
 #[derive(Debug, Clone)]
@@ -41,23 +51,36 @@ pub struct ServeOptions {
     /// takes some bytes within it and keeps its connection (its hub connection is still
     /// closed once its queue is full); one that stopped reading takes none.
     pub write_timeout: Option<Duration>,
+    /// How long a connection may wait for a whole request header, from when it starts waiting
+    /// for one: on a new connection, and on a keep-alive connection once its last response
+    /// is written. A connection that has not sent one by then is closed (30 s by default,
+    /// Kestrel's request-header timeout; `None`: idle connections stay open). A WebSocket,
+    /// an event stream or a long poll in progress is not waiting for a header.
+    pub request_header_timeout: Option<Duration>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             write_timeout: Some(Duration::from_secs(30)),
+            request_header_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
 
-/// Serve an application with TCP_NODELAY and a write deadline on every accepted socket
-/// ([`ServeOptions::default`]); shuts down gracefully when `shutdown` completes.
+/// Serve an application over HTTP/1.1 with TCP_NODELAY, a write deadline and a request
+/// header deadline on every accepted socket ([`ServeOptions::default`]); shuts down
+/// gracefully when `shutdown` completes.
 ///
 /// Hub messages are small and latency-sensitive; with Nagle's algorithm on (axum's default)
 /// a small write can wait for the client's delayed ACK, up to 40 ms on Linux. A client that
 /// stops reading loses its connection once a write to it has waited
-/// [`ServeOptions::write_timeout`] (30 s) without progress.
+/// [`ServeOptions::write_timeout`] (30 s) without progress, and one that sends no request
+/// within [`ServeOptions::request_header_timeout`] (30 s) loses its idle connection.
+///
+/// On `shutdown` it stops accepting, lets each connection finish the request it is serving
+/// (closing it after the response), and returns once they have. Upgraded WebSockets are the
+/// hub's (`Hub::shutdown`), not waited for here.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -99,36 +122,65 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: ServeOptions,
 ) -> io::Result<()> {
-    let listener = Accepted {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.request_header_timeout);
+    let mut listener = Accepted {
         listener,
         write_timeout: options.write_timeout,
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let connections = TaskTracker::new();
+    let stopping = CancellationToken::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            let mut connection = pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            // A client that went away or timed out: nothing for the application to act on.
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    stopping.cancel();
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
-/// The listener [`serve_with`] hands to axum: each accepted socket with TCP_NODELAY, behind
-/// its write deadline.
+/// The accepting side of [`serve_with`]: each accepted socket with TCP_NODELAY, behind its
+/// write deadline.
 struct Accepted {
     listener: TcpListener,
     write_timeout: Option<Duration>,
 }
 
-impl Listener for Accepted {
-    type Io = WriteDeadline<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl Accepted {
+    /// The next connection. Accept errors (out of descriptors, a connection reset before it
+    /// was taken) are axum's to handle: it logs them and retries, after a pause where waiting
+    /// helps.
+    async fn accept(&mut self) -> (WriteDeadline<TcpStream>, std::net::SocketAddr) {
         let (tcp, addr) = Listener::accept(&mut self.listener).await;
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         (WriteDeadline::new(tcp, self.write_timeout), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
     }
 }
 
