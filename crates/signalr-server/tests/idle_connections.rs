@@ -165,3 +165,44 @@ async fn a_held_long_poll_outlives_the_timeout() {
     let completion = completion.expect("the held poll answered with the Completion");
     assert_eq!(result_string(&completion), "still here");
 }
+
+#[tokio::test]
+async fn on_shutdown_serve_closes_idle_connections_and_returns() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = test_hub(|_| {});
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut options = ServeOptions::default();
+    options.request_header_timeout = None;
+    let served = tokio::spawn(signalr_server::serve_with(
+        listener,
+        axum::Router::new().merge(hub.router("/hub")),
+        async {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /hub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, served)
+        .await
+        .expect("serve returned")
+        .unwrap()
+        .unwrap();
+    assert!(
+        read_until_closed(&mut stream, WAIT).await.is_some(),
+        "the idle connection was closed"
+    );
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}

@@ -17,9 +17,10 @@
 //! Either way the connection is disposed, and the application sees its input end. The HTTP
 //! connection ends with it (`Connection: close`): the last events of a client that stopped
 //! reading can still sit in the kernel's buffers when the response ends, and a keep-alive
-//! connection waiting for a next request that never comes would hold them and the socket for
-//! good (axum's server has no idle timeout, and no write is pending for
-//! [`ServeOptions::write_timeout`](crate::ServeOptions::write_timeout) to time).
+//! connection waiting for a next request that never comes would hold them and the socket
+//! until [`ServeOptions::request_header_timeout`](crate::ServeOptions::request_header_timeout)
+//! (or for good, served by `axum::serve`, which has no idle timeout); no write is pending for
+//! [`ServeOptions::write_timeout`](crate::ServeOptions::write_timeout) to time.
 
 use std::convert::Infallible;
 use std::sync::Arc;
