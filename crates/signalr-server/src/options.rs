@@ -14,8 +14,9 @@ pub struct HubOptions {
     /// How long a client has to send its handshake. Default: 15 s.
     pub handshake_timeout: Duration,
     /// A connection sent nothing for this long is sent a keep-alive Ping (a connection that
-    /// keeps receiving messages needs none). Must stay well below the clients' server timeout
-    /// (30 s by default). Default: 15 s.
+    /// keeps receiving messages needs none). Pings go out on a grid shared by all connections
+    /// (steps of an eighth of this, at most 1 s), so a ping can be up to one step late. Must
+    /// stay well below the clients' server timeout (30 s by default). Default: 15 s.
     pub keep_alive_interval: Duration,
     /// A client that pinged once and then sends nothing for this long is disconnected.
     /// Default: 30 s.
