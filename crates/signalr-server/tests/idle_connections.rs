@@ -40,6 +40,17 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<V
     }
 }
 
+/// A new connection with a negotiate request written on it, without `Connection: close`, so
+/// that HTTP/1.1 keeps it open after the answer.
+async fn negotiate_keeping_alive(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /hub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
 #[tokio::test]
 async fn a_socket_that_sends_no_request_is_closed_after_the_timeout() {
     let addr = start_hub(Some(HEADER_TIMEOUT)).await;
@@ -85,11 +96,7 @@ async fn a_header_sent_too_slowly_loses_the_connection() {
 #[tokio::test]
 async fn a_keep_alive_connection_is_closed_once_idle_for_the_timeout() {
     let addr = start_hub(Some(HEADER_TIMEOUT)).await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST /hub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut stream = negotiate_keeping_alive(addr).await;
     // The answer comes, the connection is kept alive (HTTP/1.1), then closed for idling.
     let read = read_until_closed(&mut stream, WAIT)
         .await
@@ -182,11 +189,7 @@ async fn on_shutdown_serve_closes_idle_connections_and_returns() {
         },
         options,
     ));
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST /hub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut stream = negotiate_keeping_alive(addr).await;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
