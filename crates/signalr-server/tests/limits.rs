@@ -310,3 +310,38 @@ async fn the_defaults_are_documented_values() {
     assert_eq!(transport.max_buffered_bytes, 1024 * 1024);
     assert_eq!(transport.max_websocket_message_bytes, 64 * 1024);
 }
+
+/// Timings of zero are refused when the hub is built, with the option's name: a zero
+/// keep-alive interval would make every connection ping in a busy loop.
+#[test]
+fn zero_timings_are_refused_when_the_hub_is_built() {
+    type Zero = fn(&mut signalr_server::HubOptions);
+    let cases: [(&str, Zero); 3] = [
+        ("keep_alive_interval", |o| {
+            o.keep_alive_interval = Duration::ZERO
+        }),
+        ("client_timeout", |o| o.client_timeout = Duration::ZERO),
+        ("handshake_timeout", |o| {
+            o.handshake_timeout = Duration::ZERO
+        }),
+    ];
+    for (name, zero) in cases {
+        let built = std::panic::catch_unwind(|| Hub::builder().configure(zero).build());
+        let message = match built {
+            Ok(_) => panic!("a hub with {name} = 0 was built"),
+            Err(payload) => payload
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        assert_eq!(message, format!("{name} must be greater than zero"));
+    }
+    // The smallest non-zero values are accepted.
+    Hub::builder()
+        .configure(|o| {
+            o.keep_alive_interval = Duration::from_millis(1);
+            o.client_timeout = Duration::from_millis(1);
+            o.handshake_timeout = Duration::from_millis(1);
+        })
+        .build();
+}

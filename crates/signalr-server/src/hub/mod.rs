@@ -360,8 +360,18 @@ impl<S: Send + Sync + 'static> HubBuilder<S> {
     /// Finish the hub.
     ///
     /// # Panics
-    /// If the options are unusable (no protocol, zero parallel invocations, no transport).
+    /// If the options are unusable (no protocol, zero parallel invocations, no transport, a
+    /// zero handshake timeout, keep-alive interval or client timeout).
     pub fn build(self) -> Hub {
+        // A zero keep-alive interval would re-arm an already expired timer after every ping:
+        // each connection would ping in a busy loop. A zero timeout would fail every client.
+        for (name, value) in [
+            ("handshake_timeout", self.options.handshake_timeout),
+            ("keep_alive_interval", self.options.keep_alive_interval),
+            ("client_timeout", self.options.client_timeout),
+        ] {
+            assert!(!value.is_zero(), "{name} must be greater than zero");
+        }
         assert!(
             !self.options.protocols.is_empty(),
             "a hub needs at least one protocol"
