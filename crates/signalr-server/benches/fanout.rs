@@ -5,6 +5,11 @@
 //! does; `send` is the lifetime manager's delivery alone (queueing shared bytes in every
 //! outbox). Queues are emptied outside the timed section. Reported per delivery, so the three
 //! sizes are directly comparable (flat means O(1) per connection, as it should be).
+//!
+//! `fanout_groups_of_10/batch+take/R`: W5's 1 k groups of 10 (10 k JSON connections). One
+//! batch of a flood's invocations (`batch_sends`, as a connection's loop runs them) sends R
+//! distinct messages to each group in turn, then every member's queue is taken as its writer
+//! would take it; both are timed. Reported per delivery.
 
 // criterion_group! expands to an undocumented public function.
 #![allow(missing_docs)]
@@ -13,6 +18,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use signalr_server::lifetime::batch_sends;
 use signalr_server::protocol::Protocol;
 use signalr_server::testing::TestClient;
 use signalr_server::{Audience, MemoryLifetimeManager, SerializedMessage};
@@ -78,5 +84,55 @@ fn bench_fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_fanout);
+fn bench_groups(c: &mut Criterion) {
+    const GROUPS: usize = 1_000;
+    const MEMBERS: usize = 10;
+    let mut group = c.benchmark_group("fanout_groups_of_10");
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    let manager = MemoryLifetimeManager::new();
+    let audiences: Vec<Audience> = (0..GROUPS)
+        .map(|g| Audience::Group(format!("g{g}")))
+        .collect();
+    let mut clients: Vec<TestClient> = (0..GROUPS * MEMBERS)
+        .map(|i| {
+            let client = TestClient::with_buffer(&format!("c{i}"), None, Protocol::Json, 64 << 20);
+            manager.add_connection(client.connection());
+            manager.add_local_to_group(client.id(), &format!("g{}", i % GROUPS));
+            client
+        })
+        .collect();
+    for rounds in [1usize, 3] {
+        // A frame of its own for every invocation, as a flood's are.
+        let messages: Vec<SerializedMessage> = (0..rounds * GROUPS)
+            .map(|i| {
+                SerializedMessage::invocation("m", &(format!("{PAYLOAD}{i}"),), &[Protocol::Json])
+                    .expect("encode")
+            })
+            .collect();
+        group.throughput(Throughput::Elements((rounds * GROUPS * MEMBERS) as u64));
+        group.bench_function(BenchmarkId::new("batch+take", rounds), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    {
+                        let _batch = batch_sends();
+                        for (message, audience) in messages.iter().zip(audiences.iter().cycle()) {
+                            black_box(manager.send_local(audience, message));
+                        }
+                    }
+                    for client in &mut clients {
+                        black_box(client.discard_queued());
+                    }
+                    timed += start.elapsed();
+                }
+                timed
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_fanout, bench_groups);
 criterion_main!(benches);

@@ -248,7 +248,7 @@ impl MemoryLifetimeManager {
     /// Deliver to the local connections of an audience. Returns how many connections the
     /// message was queued for. Per-connection failures (closed, slow consumer) are handled by
     /// the connection and do not stop the others. Inside a [`batch_sends`] on this thread, a
-    /// send to a group or to everyone may be queued when the batch ends (counted now).
+    /// send to a group or to everyone is queued when the batch ends (counted now).
     pub fn send_local(&self, audience: &Audience, message: &SerializedMessage) -> usize {
         let reach = self.send_or_stage(audience, message);
         stage::count(reach);
@@ -260,7 +260,7 @@ impl MemoryLifetimeManager {
             Some((stage::Staging::Staged, reach)) => return reach,
             // Nothing staged reaches the same connections.
             Some((stage::Staging::Direct, _)) => {}
-            // Whatever this thread staged was sent before this message.
+            // Whatever this thread staged goes before this message.
             None => stage::flush(),
         }
         let tables = self.read();
@@ -331,7 +331,18 @@ impl MemoryLifetimeManager {
                 _ => return None,
             }
         };
-        Some((stage::stage(&self.tables, key, exclusive, message), reach))
+        let far_behind = || {
+            let tables = self.read();
+            let members = match key {
+                stage::KeyRef::All => Some(&tables.connections),
+                stage::KeyRef::Group(group) => members_of(&tables, group),
+            };
+            members.is_some_and(first_far_behind)
+        };
+        Some((
+            stage::stage(&self.tables, key, exclusive, message, far_behind),
+            reach,
+        ))
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Tables> {
@@ -490,6 +501,18 @@ fn send_to_each<'a>(
     message: &SerializedMessage,
 ) -> usize {
     push_to_each(members, |connection| connection.send_queued(message))
+}
+
+/// Whether the writer of the member `members` yields first is far behind ([`backlog`]): a
+/// look at one queue standing in for the walk over all of them, before a message to them is
+/// held back. The silence is read first (a plain load); the queue's lock is taken only for a
+/// writer that has been silent.
+fn first_far_behind(members: &Members) -> bool {
+    members.values().next().is_some_and(|connection| {
+        let outbox = connection.outbox();
+        Instant::now().saturating_duration_since(outbox.last_write()) >= backlog::FAR_BEHIND_SILENCE
+            && outbox.buffered_bytes() >= backlog::FAR_BEHIND_BYTES
+    })
 }
 
 /// Sends `messages`, in order, to each connection, in one push per connection where they
@@ -666,7 +689,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sends_in_a_scope_after_the_first_wait_for_its_end() {
+    async fn sends_in_a_scope_wait_for_its_end() {
         let manager = MemoryLifetimeManager::new();
         let mut a = client(&manager, "a", &["A"]);
         let mut b = client(&manager, "b", &["B"]);
@@ -676,12 +699,16 @@ mod tests {
         assert_eq!(manager.send_local(&group("A"), &message("a2")), 1);
         manager.send_local(&group("B"), &message("b2"));
         manager.send_local(&group("A"), &message("a3"));
-        // The first message to each group went at once; the rest wait for the scope.
-        assert_eq!(received(&mut a).await, ["a1"]);
-        assert_eq!(received(&mut b).await, ["b1"]);
+        assert_eq!(staged.deliveries(), 5);
+        // Every message waits for the scope, the first to each group too.
+        assert!(received(&mut a).await.is_empty());
+        assert!(received(&mut b).await.is_empty());
         drop(staged);
-        assert_eq!(received(&mut a).await, ["a2", "a3"]);
-        assert_eq!(received(&mut b).await, ["b2"]);
+        assert_eq!(received(&mut a).await, ["a1", "a2", "a3"]);
+        assert_eq!(received(&mut b).await, ["b1", "b2"]);
+        // Outside a scope a send goes at once.
+        manager.send_local(&group("A"), &message("a4"));
+        assert_eq!(queued(&mut a).await, ["a4"]);
     }
 
     #[tokio::test]
@@ -758,10 +785,10 @@ mod tests {
         manager.send_local(&Audience::Connection("a".into()), &message("to a"));
         manager.send_local(&group("A"), &message("a5"));
         manager.send_local(&group("A"), &message("a6"));
-        // The scope is still open: only what a direct send flushed (or went first) is here.
+        // The scope is still open: only what a direct send flushed is here.
         assert_eq!(
             received(&mut a).await,
-            ["a1", "a2", "direct", "a3", "a4", "to a", "a5"]
+            ["a1", "a2", "direct", "a3", "a4", "to a"]
         );
     }
 
@@ -791,15 +818,19 @@ mod tests {
         let staged = batch_sends();
         send_rounds(&manager, &names, 3);
         assert_eq!(staged.deliveries(), 3000);
-        // Round 0 went at once; rounds 1 and 2 wait for the scope, however many groups.
-        for (name, client) in names.iter().zip(&mut clients) {
-            assert_eq!(queued(client).await, [format!("{name}.0")]);
+        // Every round waits for the scope, however many groups.
+        for client in &mut clients {
+            assert!(queued(client).await.is_empty());
         }
         drop(staged);
         for (name, client) in names.iter().zip(&mut clients) {
             assert_eq!(
                 queued(client).await,
-                [format!("{name}.1"), format!("{name}.2")]
+                [
+                    format!("{name}.0"),
+                    format!("{name}.1"),
+                    format!("{name}.2")
+                ]
             );
         }
     }

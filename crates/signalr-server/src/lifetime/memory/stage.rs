@@ -4,13 +4,20 @@
 //! A flood of invocations arrives in chunks (everything the socket had read); each one that
 //! sends to a group walks the group's members and pushes into each member's outbox, whose
 //! lock and queue are in cold memory by the time the group comes round again. While a
-//! chunk's invocations run ([`batch_sends`]), the first send to a group or to `All` goes at once
-//! and the ones after it are staged here; when the chunk is done, each staged audience is
-//! walked once and every member gets all of its messages in one push. (Under a flood of
-//! 10 groups of 1 k on one core this took the most deliveries a second from about 3 M to
-//! 7 M: BENCHMARKS.md, W5. A flood that goes round 1 k groups of 10 comes back to a group
-//! within one batch only when the batch holds more than a thousand invocations: a
-//! connection's loop batches the chunks already queued together for that.)
+//! chunk's invocations run ([`batch_sends`]), every send to a group or to `All` is staged
+//! here; when the chunk is done, each staged audience is walked once and every member gets
+//! all of its messages in one push. (Under a flood of 10 groups of 1 k on one core this took
+//! the most deliveries a second from about 3 M to 7 M: BENCHMARKS.md, W5. A flood that goes
+//! round 1 k groups of 10 comes back to a group within one batch only when the batch holds
+//! more than a thousand invocations: a connection's loop batches the chunks already queued
+//! together for that.)
+//!
+//! The first message to an audience is staged too: when a batch comes back to each of 1 k
+//! groups of 10 only two or three times, sending it at once made two pushes per member and
+//! batch instead of one, each into a queue out of cache (BENCHMARKS.md, W5). Only when one
+//! member's queue says the audience's writers are far behind does it go at once, so that its
+//! walk tells the sending loop to give way ([`backlog`](crate::backlog)) before the loop's
+//! next invocation.
 //!
 //! Order per connection is kept: a message joins an earlier staged run of the same audience
 //! only if no run staged after that one can reach the same connection (two groups are
@@ -127,9 +134,8 @@ pub struct SendBatch {
 
 /// Batch the sends a [`MemoryLifetimeManager`](super::MemoryLifetimeManager) makes on this
 /// thread until the returned guard is dropped, for code that sends many messages in a row
-/// without waiting: the first message to a group or to everyone goes at once, later ones to
-/// the same audience are held and then pushed to each member together (one lock of its queue
-/// instead of one per message). Every connection still gets its messages in the order they
+/// without waiting: messages to a group or to everyone are held and then pushed to each
+/// member together (one lock of its queue instead of one per message). Every connection still gets its messages in the order they
 /// were sent; sends of other kinds, direct sends to a connection and membership changes on
 /// this thread deliver what is held first. Hub invocations already run inside one (per
 /// chunk the client's socket had read), and so does the Redis backplane's delivery of
@@ -154,7 +160,7 @@ pub struct SendBatch {
 ///     for _ in 0..100 {
 ///         manager.send_local(&Audience::All, &tick);
 ///     }
-/// } // the 99 held back are queued here, in one push
+/// } // the 100 held back are queued here, in one push
 /// ```
 pub fn batch_sends() -> SendBatch {
     let outermost = STAGE.with(|stage| {
@@ -225,24 +231,27 @@ pub(crate) fn flush() {
 pub(super) enum Staging {
     /// Held back: it goes out when the scope ends (or something flushes first).
     Staged,
-    /// The caller delivers it now: it is the first to its audience in this scope, and
-    /// nothing staged can reach the same connections (or it was delivered first). Later
-    /// messages to the audience are staged behind it.
+    /// The caller delivers it now: it is the first to its audience in this scope, its
+    /// members looked far behind, and nothing staged can reach the same connections (or it
+    /// was delivered first). Later messages to the audience are staged behind it.
     Direct,
 }
 
 /// Stage `message` for `key` (a scope is active on this thread).
 ///
-/// The first message to an audience in a scope goes at once: its walk over the members
-/// finds out whether their writers are far behind ([`backlog`](crate::backlog)) before the
-/// next invocation starts, and an audience sent to only once gains nothing from waiting.
+/// The first message to an audience in a scope is staged too, unless `far_behind` (asked
+/// only then, a look at one member's queue) says its members' writers are far behind: then
+/// it goes at once, so that its walk over the members tells the sending loop to give way
+/// ([`backlog`](crate::backlog)) before the next invocation starts.
 pub(super) fn stage(
     tables: &Arc<RwLock<Tables>>,
     key: KeyRef<'_>,
     exclusive: bool,
     message: &SerializedMessage,
+    far_behind: impl FnOnce() -> bool,
 ) -> Staging {
     let bytes = message.largest_frame();
+    let mut far_behind = Some(far_behind);
     loop {
         let added = STAGE.with(|stage| {
             add(
@@ -252,20 +261,22 @@ pub(super) fn stage(
                 exclusive,
                 message,
                 bytes,
+                &mut far_behind,
             )
         });
         match added {
             Some(staging) => return staging,
             // Something staged reaches the same connections, or there is no room: deliver
-            // what is staged, then try again (the message then goes at once).
+            // what is staged, then try again (the message then opens a run of its own).
             None => flush(),
         }
     }
 }
 
 /// Append to the run of the same audience when nothing staged after it overlaps; or, when
-/// nothing staged overlaps the audience at all, open a run for the messages after this one
-/// (the caller sends this one at once). `None` when what is staged must be delivered first.
+/// nothing staged overlaps the audience at all, open a run with it (or, when `far_behind`
+/// says so, a run for the messages after it, the caller sending this one at once). `None`
+/// when what is staged must be delivered first.
 ///
 /// Which runs overlap, without walking them: a group none of whose members is in another group
 /// overlaps only `All` (its members are in no other group); a group sharing members overlaps
@@ -280,6 +291,7 @@ fn add(
     exclusive: bool,
     message: &SerializedMessage,
     bytes: usize,
+    far_behind: &mut Option<impl FnOnce() -> bool>,
 ) -> Option<Staging> {
     let manager = Arc::as_ptr(tables) as usize;
     let hash = stage.hasher.hash_one((manager, key));
@@ -309,6 +321,7 @@ fn add(
     if last_overlapping(stage, exclusive).is_some() || stage.runs.len() >= MAX_RUNS {
         return None;
     }
+    let direct = far_behind.take().is_some_and(|far_behind| far_behind());
     let at = stage.runs.len();
     match key {
         KeyRef::All => (stage.last_all, stage.last_broad) = (Some(at), Some(at)),
@@ -319,12 +332,20 @@ fn add(
         tables: tables.clone(),
         key: key.to_key(),
         exclusive,
-        messages: Vec::new(),
-        bytes: 0,
+        messages: if direct {
+            Vec::new()
+        } else {
+            vec![message.clone()]
+        },
+        bytes: if direct { 0 } else { bytes },
     });
     stage.index.insert(hash, at);
     HELD.with(|held| held.set(true));
-    Some(Staging::Direct)
+    Some(if direct {
+        Staging::Direct
+    } else {
+        Staging::Staged
+    })
 }
 
 /// Whether a scope is active on this thread (sends to groups and to everyone are staged).
