@@ -135,11 +135,11 @@ pub struct SendBatch {
 /// Batch the sends a [`MemoryLifetimeManager`](super::MemoryLifetimeManager) makes on this
 /// thread until the returned guard is dropped, for code that sends many messages in a row
 /// without waiting: messages to a group or to everyone are held and then pushed to each
-/// member together (one lock of its queue instead of one per message). Every connection still gets its messages in the order they
-/// were sent; sends of other kinds, direct sends to a connection and membership changes on
-/// this thread deliver what is held first. Hub invocations already run inside one (per
-/// chunk the client's socket had read), and so does the Redis backplane's delivery of
-/// received messages.
+/// member together (one lock of its queue instead of one per message). Every connection still
+/// gets its messages in the order they were sent; sends of other kinds, direct sends to a
+/// connection and membership changes on this thread deliver what is held first. Hub
+/// invocations already run inside one (per chunk the client's socket had read), and so does
+/// the Redis backplane's delivery of received messages.
 ///
 /// Nothing between this call and the drop may `.await`: other tasks on this thread would
 /// find their sends held too, until the batch ends. Batches do not nest (an inner one does
