@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use signalr_protocol::{Completion, Protocol};
 use tokio::time::Instant;
 
@@ -522,11 +521,13 @@ fn send_all_to_each<'a>(
     messages: &[SerializedMessage],
 ) -> usize {
     let encoded = |protocol| {
-        messages
-            .iter()
-            .map(|message| message.frame(protocol).cloned())
-            .collect::<Option<Vec<Bytes>>>()
-            .map(FrameRun::new)
+        // Sized up front: a run's frames become a boxed slice, which a larger capacity would
+        // reallocate to shrink.
+        let mut frames = Vec::with_capacity(messages.len());
+        for message in messages {
+            frames.push(message.frame(protocol)?.clone());
+        }
+        Some(FrameRun::new(frames))
     };
     let runs = [encoded(Protocol::Json), encoded(Protocol::MessagePack)];
     push_to_each(members, |connection| {

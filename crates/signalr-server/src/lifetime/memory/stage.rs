@@ -44,6 +44,10 @@ pub(super) const MAX_RUNS: usize = 4096;
 const MAX_RUN_MESSAGES: usize = 256;
 /// Bytes (the largest frame of each message) at most in one run.
 const MAX_RUN_BYTES: usize = 64 * 1024;
+/// Room for messages a run opens with: a flood that goes round 1 k groups of 10 brings two or
+/// three to each group per batch, and grown one by one from one, each run was reallocated
+/// twice.
+const FIRST_RUN_CAPACITY: usize = 4;
 
 /// An audience that can be staged, as a run keeps it.
 #[derive(Debug, PartialEq, Eq)]
@@ -332,10 +336,12 @@ fn add(
         tables: tables.clone(),
         key: key.to_key(),
         exclusive,
-        messages: if direct {
-            Vec::new()
-        } else {
-            vec![message.clone()]
+        messages: {
+            let mut messages = Vec::with_capacity(FIRST_RUN_CAPACITY);
+            if !direct {
+                messages.push(message.clone());
+            }
+            messages
         },
         bytes: if direct { 0 } else { bytes },
     });
