@@ -24,6 +24,7 @@ pub(crate) mod admission;
 pub(crate) mod connections;
 pub(crate) mod cors;
 pub(crate) mod endpoint;
+mod gather;
 mod inbound;
 pub(crate) mod lifecycle;
 pub(crate) mod long_polling;

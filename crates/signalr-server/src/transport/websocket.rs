@@ -29,7 +29,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Sink, Stream};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -43,6 +43,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::admission::Ticket;
 use super::connections::new_id;
 use super::endpoint::{ApplicationStart, Endpoint, Refusal, query_param};
+use super::gather::{Held, MAX_GATHERED_BYTES};
 use super::inbound::{self, InboundSender};
 use super::telemetry::TransportMetrics;
 use super::ws_writer::MessageWriter;
@@ -57,48 +58,6 @@ type Socket = WebSocketStream<TokioIo<Upgraded>>;
 /// How long to keep reading after sending a close frame, so the client's unread data is
 /// consumed and the close frame is not lost to a TCP reset.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
-/// Most bytes gathered into one chunk while the application is behind (one message larger
-/// than this still goes whole).
-const MAX_GATHERED_BYTES: usize = 64 * 1024;
-
-/// Client data read but not yet handed to the application.
-enum Held {
-    One(Bytes),
-    Many(BytesMut),
-}
-
-impl Held {
-    fn len(&self) -> usize {
-        match self {
-            Held::One(data) => data.len(),
-            Held::Many(data) => data.len(),
-        }
-    }
-
-    fn append(held: Option<Held>, data: Bytes) -> Held {
-        match held {
-            None => Held::One(data),
-            Some(Held::One(first)) => {
-                let mut gathered = BytesMut::with_capacity(first.len() + data.len());
-                gathered.extend_from_slice(&first);
-                gathered.extend_from_slice(&data);
-                Held::Many(gathered)
-            }
-            Some(Held::Many(mut gathered)) => {
-                gathered.extend_from_slice(&data);
-                Held::Many(gathered)
-            }
-        }
-    }
-
-    fn into_bytes(self) -> Bytes {
-        match self {
-            Held::One(data) => data,
-            Held::Many(data) => data.freeze(),
-        }
-    }
-}
 
 /// A valid WebSocket upgrade request (RFC 6455 §4.2.1), not yet answered.
 pub(crate) struct Upgrade {
