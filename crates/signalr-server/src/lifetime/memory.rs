@@ -3,6 +3,7 @@
 //! It is the embedded default, and the local half of every backplane: a Redis manager keeps
 //! one of these for the connections it holds and delivers what arrives from Redis through it.
 
+mod name;
 mod stage;
 
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,7 @@ use super::{Audience, HubLifetimeManager, LifetimeError, SerializedMessage};
 use crate::backlog;
 use crate::connection::{HubConnection, SendError};
 use crate::transport::FrameRun;
+use name::GroupName;
 pub(crate) use stage::flush as flush_staged;
 pub use stage::{SendBatch, batch_sends};
 
@@ -47,7 +49,7 @@ fn protocol_slot(protocol: Protocol) -> usize {
 struct Tables {
     connections: Members,
     /// Group name → members. Group names are case-sensitive (as Redis channels are).
-    groups: HashMap<String, Group>,
+    groups: HashMap<GroupName, Group>,
     /// User id → that user's connections.
     users: HashMap<Arc<str>, Members>,
     /// Connection id → the groups it is in, to leave them all when it disconnects.
@@ -198,7 +200,7 @@ impl MemoryLifetimeManager {
         if max_groups > 0 && joined >= max_groups {
             return GroupChange::LimitReached { max_groups };
         }
-        let entry = tables.groups.entry(group.to_owned()).or_default();
+        let entry = tables.groups.entry(GroupName::from(group)).or_default();
         entry.members.insert(id.clone(), connection);
         let group_size = entry.members.len();
         let Tables {
@@ -368,7 +370,7 @@ fn members_of<'t>(tables: &'t Tables, group: &str) -> Option<&'t Members> {
 /// `joined`). A connection in two groups or more counts once in each: all of its groups
 /// change when it joins its second or leaves down to one; otherwise only `group` does.
 fn count_shared(
-    groups: &mut HashMap<String, Group>,
+    groups: &mut HashMap<GroupName, Group>,
     joined: &HashSet<String>,
     group: &str,
     up: bool,

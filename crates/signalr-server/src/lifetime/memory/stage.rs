@@ -34,7 +34,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::lifetime::SerializedMessage;
 
-use super::Tables;
+use super::{GroupName, Tables};
 
 /// Staged audiences at most; one more delivers them all first. A send finds its run through
 /// an index, so this only bounds what a scope holds: enough for a flood that goes round a few
@@ -53,7 +53,7 @@ const FIRST_RUN_CAPACITY: usize = 4;
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Key {
     All,
-    Group(String),
+    Group(GroupName),
 }
 
 /// An audience as a send names it: staging a message to an audience that already has a run
@@ -77,7 +77,7 @@ impl KeyRef<'_> {
     fn to_key(self) -> Key {
         match self {
             KeyRef::All => Key::All,
-            KeyRef::Group(group) => Key::Group(group.to_owned()),
+            KeyRef::Group(group) => Key::Group(GroupName::from(group)),
         }
     }
 }
