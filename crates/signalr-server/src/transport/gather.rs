@@ -1,13 +1,14 @@
 //! Client messages read ahead of the application, gathered into one chunk for its hand-over
-//! (see the WebSockets transport), and the per-thread spares their large chunks come from.
+//! (see the WebSockets transport), and the per-thread spare buffers chunks are gathered in.
 //!
 //! Under a flood, each busy connection gathers a chunk between two hand-overs, often up to
 //! [`MAX_GATHERED_BYTES`]. Doubled from two messages' size, a chunk was reallocated about
-//! eight times; allocated at its first size and grown once to the full size, each of the two
-//! allocations still cost as much, because the allocator searches its bins for blocks that
-//! size among thousands of small ones: a twentieth of the server's time under a flood of small
-//! group messages on one core (BENCHMARKS.md, W5). A chunk's memory now goes back to the spares
-//! of the thread that drops it, for the next chunk of the same size class.
+//! eight times, 6 % of the server's core under a flood of small group messages on one core
+//! (BENCHMARKS.md, W5); grown once to the full size instead, the one large allocation cost as
+//! much, because the allocator searches its bins for a block that size among thousands of
+//! small ones. Chunks now take buffers of two sizes from spares kept per thread, to which a
+//! chunk's buffer returns when the application drops it. While thousands of connections each
+//! hold a chunk the spares run dry, and a chunk allocates its first buffer as before.
 
 use std::cell::RefCell;
 
@@ -19,9 +20,8 @@ pub(super) const MAX_GATHERED_BYTES: usize = 64 * 1024;
 /// A chunk's first capacity: a chunk of a few messages takes a small buffer.
 const FIRST_CAPACITY: usize = 4 * 1024;
 
-/// Spare buffers kept per thread at most, of each size: enough for the chunks the
-/// connections of one turn of the scheduler gather before the application drops them
-/// (512 KiB and 1 MiB).
+/// Spare buffers kept per thread at most, of each size (512 KiB and 1 MiB): what a thread
+/// keeps after a flood.
 const SMALL_SPARES: usize = 128;
 const FULL_SPARES: usize = 16;
 
