@@ -14,6 +14,8 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 
+use super::spares::{self, Spares};
+
 /// Most bytes gathered into one chunk (one message larger than this still goes whole).
 pub(super) const MAX_GATHERED_BYTES: usize = 64 * 1024;
 
@@ -93,8 +95,6 @@ fn room_for(gathered: Vec<u8>, needed: usize) -> Vec<u8> {
     bigger
 }
 
-type Spares = std::thread::LocalKey<RefCell<Vec<Vec<u8>>>>;
-
 /// The spares a buffer of `capacity` goes back to, with how many they keep.
 fn size_class(capacity: usize) -> Option<(&'static Spares, usize)> {
     match capacity {
@@ -106,11 +106,7 @@ fn size_class(capacity: usize) -> Option<(&'static Spares, usize)> {
 
 /// An empty buffer of `capacity` from this thread's `spares`, or a new one.
 fn take_spare(spares: &'static Spares, capacity: usize) -> Vec<u8> {
-    spares
-        .try_with(|spare| spare.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| Vec::with_capacity(capacity))
+    spares::take(spares).unwrap_or_else(|| Vec::with_capacity(capacity))
 }
 
 /// A handed-over chunk's memory, back to the spares of the thread that drops it.
@@ -124,18 +120,10 @@ impl AsRef<[u8]> for Spare {
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        let mut buffer = std::mem::take(&mut self.0);
-        let Some((spares, most)) = size_class(buffer.capacity()) else {
-            return;
-        };
-        buffer.clear();
-        // During thread teardown the buffer is simply freed.
-        let _ = spares.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < most {
-                spare.push(buffer);
-            }
-        });
+        let buffer = std::mem::take(&mut self.0);
+        if let Some((spares, most)) = size_class(buffer.capacity()) {
+            spares::give(spares, buffer, most);
+        }
     }
 }
 

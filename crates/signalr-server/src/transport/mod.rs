@@ -30,6 +30,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod long_polling;
 pub(crate) mod negotiate;
 mod outbox;
+mod spares;
 pub(crate) mod sse;
 pub(crate) mod telemetry;
 pub(crate) mod websocket;

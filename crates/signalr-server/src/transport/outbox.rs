@@ -123,6 +123,8 @@ impl Payload {
 mod spare {
     use std::cell::RefCell;
 
+    use crate::transport::spares;
+
     /// Buffers kept per thread at most.
     const BUFFERS: usize = 16;
     /// Larger buffers are freed: a burst's big copies are not kept.
@@ -134,26 +136,15 @@ mod spare {
 
     /// A spare buffer (empty), or a new one.
     pub(super) fn take() -> Vec<u8> {
-        SPARE
-            .try_with(|spare| spare.borrow_mut().pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        spares::take(&SPARE).unwrap_or_default()
     }
 
     /// Keeps `buffer` for a later [`take`] on this thread, or frees it.
-    pub(super) fn give(mut buffer: Vec<u8>) {
+    pub(super) fn give(buffer: Vec<u8>) {
         if buffer.capacity() == 0 || buffer.capacity() > MAX_CAPACITY {
             return;
         }
-        buffer.clear();
-        // During thread teardown the buffer is simply freed.
-        let _ = SPARE.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < BUFFERS {
-                spare.push(buffer);
-            }
-        });
+        spares::give(&SPARE, buffer, BUFFERS);
     }
 }
 
