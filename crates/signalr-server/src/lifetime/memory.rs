@@ -332,14 +332,7 @@ impl MemoryLifetimeManager {
                 _ => return None,
             }
         };
-        let far_behind = || {
-            let tables = self.read();
-            let members = match key {
-                stage::KeyRef::All => Some(&tables.connections),
-                stage::KeyRef::Group(group) => members_of(&tables, group),
-            };
-            members.is_some_and(first_far_behind)
-        };
+        let far_behind = || staged_members(&self.read(), key).is_some_and(first_far_behind);
         Some((
             stage::stage(&self.tables, key, exclusive, message, far_behind),
             reach,
@@ -363,6 +356,14 @@ fn read(tables: &RwLock<Tables>) -> RwLockReadGuard<'_, Tables> {
 
 fn members_of<'t>(tables: &'t Tables, group: &str) -> Option<&'t Members> {
     tables.groups.get(group).map(|entry| &entry.members)
+}
+
+/// The connections a staged audience reaches now.
+fn staged_members<'t>(tables: &'t Tables, key: stage::KeyRef<'_>) -> Option<&'t Members> {
+    match key {
+        stage::KeyRef::All => Some(&tables.connections),
+        stage::KeyRef::Group(group) => members_of(tables, group),
+    }
 }
 
 /// Count a connection that `joined` (its groups, `group` among them) shares between groups,
@@ -395,11 +396,7 @@ fn count_shared(
 /// messages in one push.
 fn deliver_run(run: &stage::Run) {
     let tables = read(&run.tables);
-    let members = match &run.key {
-        stage::Key::All => Some(&tables.connections),
-        stage::Key::Group(group) => members_of(&tables, group),
-    };
-    let Some(members) = members else {
+    let Some(members) = staged_members(&tables, run.key.as_ref()) else {
         return;
     };
     match run.messages.as_slice() {

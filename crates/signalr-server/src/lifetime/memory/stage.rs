@@ -65,7 +65,7 @@ pub(super) enum KeyRef<'a> {
 }
 
 impl Key {
-    fn as_ref(&self) -> KeyRef<'_> {
+    pub(super) fn as_ref(&self) -> KeyRef<'_> {
         match self {
             Key::All => KeyRef::All,
             Key::Group(group) => KeyRef::Group(group),
