@@ -186,6 +186,11 @@ pub struct Outbox {
     /// `AtomicWaker` costs a delivery no lock, where a `Notify` locks its waiter list both to
     /// register and to wake.
     writer: AtomicWaker,
+    /// Whether the writer may find something to take: set before every wake-up of the
+    /// writer, cleared under the lock by a take that found nothing. A writer polled with
+    /// nothing new then skips the lock: a sender's socket task polls its outbox once per
+    /// message it reads, so a busy sender took the lock twice per invocation for nothing.
+    ready: AtomicBool,
     /// Wakes producers that wait for room (streams pace themselves on the writer).
     drained: Notify,
     /// Producers inside [`Outbox::wait_for_room`]: the writer wakes `drained` only when there
@@ -374,6 +379,7 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             writer: AtomicWaker::new(),
+            ready: AtomicBool::new(false),
             drained: Notify::new(),
             room_waiters: AtomicUsize::new(0),
             max_buffered_bytes,
@@ -463,7 +469,7 @@ impl Outbox {
         insert(&mut state.frames, numbered);
         drop(state);
         if was_empty && count > 0 {
-            self.writer.wake();
+            self.wake_writer();
         }
         Ok(queued)
     }
@@ -481,7 +487,7 @@ impl Outbox {
         state.closed = true;
         state.overflowed = true;
         drop(state);
-        self.writer.wake();
+        self.wake_writer();
         PushError::Full
     }
 
@@ -527,7 +533,7 @@ impl Outbox {
         drop(state);
         if freed && waiting {
             // The writer may have stopped at the replay bound.
-            self.writer.wake();
+            self.wake_writer();
         }
     }
 
@@ -539,7 +545,7 @@ impl Outbox {
             replay.resume = true;
         }
         drop(state);
-        self.writer.wake();
+        self.wake_writer();
     }
 
     /// Unacknowledged trackable frames held for replay (count, bytes).
@@ -566,7 +572,7 @@ impl Outbox {
         }
         state.closed = true;
         drop(state);
-        self.writer.wake();
+        self.wake_writer();
     }
 
     /// Close the outbox without a last frame.
@@ -582,7 +588,7 @@ impl Outbox {
         state.bytes = 0;
         state.replay = None;
         drop(state);
-        self.writer.wake();
+        self.wake_writer();
         self.wake_producers();
     }
 
@@ -709,16 +715,35 @@ impl Outbox {
         cx: &mut Context<'_>,
         mut attempt: impl FnMut(&Outbox) -> Option<T>,
     ) -> Poll<T> {
-        if let Some(found) = attempt(self) {
+        if self.may_have_work()
+            && let Some(found) = attempt(self)
+        {
             return Poll::Ready(found);
         }
         self.writer.register(cx.waker());
-        // Pushed between the first attempt and the registration: that push's wake-up may
-        // have gone to the previous waker.
+        // Pushed between the first look and the registration: that push's wake-up may have
+        // gone to the previous waker.
+        if !self.may_have_work() {
+            return Poll::Pending;
+        }
         match attempt(self) {
             Some(found) => Poll::Ready(found),
             None => Poll::Pending,
         }
+    }
+
+    /// Whether a take could find something: false only while nothing happened since a take
+    /// found nothing (see [`Outbox::ready`]).
+    pub(crate) fn may_have_work(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the writer after a change a take would act on (frames queued into an empty
+    /// queue, room in the replay bound, a resume, the close).
+    fn wake_writer(&self) {
+        // Before the wake-up: a writer that registers after it still sees the flag set.
+        self.ready.store(true, Ordering::SeqCst);
+        self.writer.wake();
     }
 
     /// Wakes producers waiting for room, if there are any.
@@ -820,7 +845,12 @@ impl Outbox {
             }
         }
         if taken == 0 {
-            return (state.frames.is_empty() && state.closed).then_some((Batch::Closed, 0));
+            let closed = state.frames.is_empty() && state.closed;
+            if !closed {
+                // Under the lock, so a push after this look sets the flag again.
+                self.ready.store(false, Ordering::SeqCst);
+            }
+            return closed.then_some((Batch::Closed, 0));
         }
         state.bytes -= dequeued;
         // The Sequence message and replayed frames were not queued.
@@ -1232,6 +1262,49 @@ mod tests {
         assert_eq!(polled, Poll::Ready(Batch::Frames));
         drop(new);
         assert_eq!(&new_out[..], b"hi");
+    }
+
+    /// A writer that found nothing skips the queue until something changes; every change it
+    /// would act on wakes it and is found on the next poll.
+    #[test]
+    fn a_writer_that_found_nothing_is_woken_by_each_change_it_would_act_on() {
+        fn poll(outbox: &Outbox, woken: &std::sync::Arc<Woken>) -> (Poll<Batch>, String) {
+            woken.0.store(false, Ordering::SeqCst);
+            let waker = std::task::Waker::from(woken.clone());
+            let mut out = Payload::default();
+            let polled = outbox.poll_payload(&mut Context::from_waker(&waker), &mut out, 64);
+            let bytes = String::from_utf8(out.bytes().to_vec()).unwrap();
+            (polled.map(|(batch, _)| batch), bytes)
+        }
+        let nothing = (Poll::Pending, String::new());
+        let taken = |batch, bytes: &str| (Poll::Ready(batch), bytes.to_string());
+        let outbox = Outbox::new(1024);
+        outbox.enable_replay(4, sequence());
+        let woken = std::sync::Arc::new(Woken::default());
+        let was_woken = || woken.0.load(Ordering::SeqCst);
+        assert_eq!(poll(&outbox, &woken), nothing);
+        assert_eq!(poll(&outbox, &woken), nothing);
+        // Frames into an empty queue.
+        outbox.push(frame("aaa")).unwrap();
+        assert!(was_woken());
+        assert_eq!(poll(&outbox, &woken), taken(Batch::Frames, "aaa"));
+        // Held at the replay bound: nothing to take until the Ack makes room.
+        outbox.push(frame("bbb")).unwrap();
+        assert_eq!(poll(&outbox, &woken), nothing);
+        assert_eq!(poll(&outbox, &woken), nothing);
+        outbox.ack(1);
+        assert!(was_woken());
+        assert_eq!(poll(&outbox, &woken), taken(Batch::Frames, "bbb"));
+        assert_eq!(poll(&outbox, &woken), nothing);
+        // A new transport resumes: the Sequence message and the unacknowledged frame.
+        outbox.resume();
+        assert!(was_woken());
+        assert_eq!(poll(&outbox, &woken), taken(Batch::Frames, "[S2]bbb"));
+        assert_eq!(poll(&outbox, &woken), nothing);
+        // The close.
+        outbox.close();
+        assert!(was_woken());
+        assert_eq!(poll(&outbox, &woken), taken(Batch::Closed, ""));
     }
 
     #[derive(Default)]
