@@ -372,7 +372,7 @@ impl Coalesce {
     /// Whether to hold the write back now (then the task is woken again after the runtime's
     /// next I/O poll). Never twice in a row.
     fn hold(&mut self, cx: &mut Context<'_>, outbox: &Outbox, max_batch: usize) -> bool {
-        if !self.enabled || self.held.is_some() || self.skip > 0 {
+        if !self.enabled || self.held.is_some() || self.skip > 0 || !outbox.may_have_work() {
             return false;
         }
         let (bytes, messages) = outbox.queued();
@@ -460,8 +460,13 @@ impl Writing {
         }
         if read {
             let read = Pin::new(socket).poll_next(cx);
-            // Whatever tungstenite read may have queued a reply (a Pong, a Close).
-            self.control_pending |= read.is_ready();
+            // Tungstenite queues a reply (a Pong, a Close) only when it reads a Ping or a
+            // Close; after a data message there is nothing to flush, and asking costs two
+            // waker registrations per message read.
+            self.control_pending |= matches!(
+                read,
+                Poll::Ready(Some(Ok(Message::Ping(_) | Message::Close(_))))
+            );
             return read.map(Event::Read);
         }
         Poll::Pending
