@@ -283,6 +283,11 @@ impl HubConnection {
         self.closed.clone()
     }
 
+    /// The connection's token, for a child of it without a clone of the parent.
+    pub(crate) fn closed_ref(&self) -> &CancellationToken {
+        &self.closed
+    }
+
     pub(crate) fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }

@@ -931,7 +931,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             .then(|| self.connection.closed_token().child_token());
         let cancellation = match &stream_token {
             Some(token) => InvocationCancellation::Ready(token.clone()),
-            None => InvocationCancellation::ChildOf(self.connection.closed_token()),
+            None => InvocationCancellation::OfConnection,
         };
         let parts = InvocationParts {
             state: &self.hub.state,

@@ -44,9 +44,10 @@ pub struct InvocationParts<'a, S> {
 pub(crate) enum InvocationCancellation {
     /// The token itself.
     Ready(CancellationToken),
-    /// Made on first use as a child of this (the connection's) token: a child token costs
-    /// two allocations and a lock on the parent, per invocation, for methods that never ask.
-    ChildOf(CancellationToken),
+    /// Made on first use as a child of the connection's token: a child token costs two
+    /// allocations and a lock on the parent, per invocation, for methods that never ask
+    /// (and so does a clone of the parent, kept until then).
+    OfConnection,
 }
 
 impl<S> InvocationParts<'_, S> {
@@ -54,8 +55,8 @@ impl<S> InvocationParts<'_, S> {
     pub(crate) fn cancellation(&mut self) -> CancellationToken {
         match &self.cancellation {
             InvocationCancellation::Ready(token) => token.clone(),
-            InvocationCancellation::ChildOf(parent) => {
-                let token = parent.child_token();
+            InvocationCancellation::OfConnection => {
+                let token = self.connection.closed_ref().child_token();
                 self.cancellation = InvocationCancellation::Ready(token.clone());
                 token
             }
