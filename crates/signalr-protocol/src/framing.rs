@@ -13,7 +13,8 @@ pub mod text {
     /// Index of the first record separator in `buf`, i.e. the length of the first record's
     /// payload; `None` if no record is complete yet.
     pub fn find_record_end(buf: &[u8]) -> Option<usize> {
-        buf.iter().position(|&b| b == RECORD_SEPARATOR)
+        // A byte-at-a-time scan was a few per cent of a busy server's core, one per message.
+        memchr::memchr(RECORD_SEPARATOR, buf)
     }
 
     /// Append `payload` and a record separator to `out`.

@@ -252,6 +252,27 @@ fn deeply_nested_json_is_an_error_not_a_stack_overflow() {
         "]".repeat(128)
     );
     invalid_json(parse_json(&too_deep));
+    // Many brackets, little depth: accepted.
+    let flat = format!(
+        r#"{{"type":1,"target":"a","arguments":[{}[]]}}"#,
+        "[],{},".repeat(200)
+    );
+    assert!(matches!(
+        parse_json(&flat),
+        Ok(Some(HubMessage::Invocation(_)))
+    ));
+}
+
+#[test]
+fn json_that_is_not_utf8_is_an_error() {
+    for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80"] {
+        let mut message = br#"{"type":1,"target":"a","arguments":[""#.to_vec();
+        message.extend_from_slice(bad);
+        message.extend_from_slice(br#""]}"#);
+        message.push(0x1e);
+        let parsed = Protocol::Json.parse_message(&mut BytesMut::from(&message[..]), MAX);
+        invalid_json(parsed);
+    }
 }
 
 #[test]
