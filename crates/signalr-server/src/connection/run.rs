@@ -928,7 +928,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         // A stream's token is needed now (CancelInvocation finds it by id); a method's only
         // if it asks for it, which most never do.
         let stream_token = matches!(method.kind, MethodKind::Stream(_))
-            .then(|| self.connection.closed_token().child_token());
+            .then(|| self.connection.closed_ref().child_token());
         let cancellation = match &stream_token {
             Some(token) => InvocationCancellation::Ready(token.clone()),
             None => InvocationCancellation::OfConnection,
