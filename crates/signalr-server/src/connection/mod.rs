@@ -227,7 +227,7 @@ impl HubConnection {
 
     /// Queue a run of frames in this connection's protocol, in order, under one lock (a
     /// batch of messages to one of its groups); returns the bytes queued once they are in.
-    pub(crate) fn queue_run(&self, run: &Arc<FrameRun>) -> Result<usize, SendError> {
+    pub(crate) fn queue_run(&self, run: &FrameRun) -> Result<usize, SendError> {
         let pushed = self.outbox.push_run(run);
         self.pushed(pushed)
     }

@@ -520,13 +520,12 @@ fn send_all_to_each<'a>(
     messages: &[SerializedMessage],
 ) -> usize {
     let encoded = |protocol| {
-        // Sized up front: a run's frames become a boxed slice, which a larger capacity would
-        // reallocate to shrink.
-        let mut frames = Vec::with_capacity(messages.len());
-        for message in messages {
-            frames.push(message.frame(protocol)?.clone());
-        }
-        Some(FrameRun::new(frames))
+        FrameRun::collect(
+            messages.len(),
+            messages
+                .iter()
+                .map(|message| message.frame(protocol).map(|frame| &frame[..])),
+        )
     };
     let runs = [encoded(Protocol::Json), encoded(Protocol::MessagePack)];
     push_to_each(members, |connection| {

@@ -30,6 +30,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod long_polling;
 pub(crate) mod negotiate;
 mod outbox;
+mod run;
 mod spares;
 pub(crate) mod sse;
 pub(crate) mod telemetry;
@@ -46,8 +47,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{AuthOptions, Identity};
 pub use cors::{AllowedOrigins, CorsOptions};
 pub use inbound::InboundReceiver;
-pub(crate) use outbox::FrameRun;
 pub use outbox::{Batch, Outbox, Payload, PushError, SequenceEncoder};
+pub(crate) use run::FrameRun;
 pub use signalr_protocol::{TransferFormat, TransportType};
 
 /// Why a transport ended abnormally (passed to the application as the last inbound item).

@@ -36,7 +36,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ use bytes::{Bytes, BytesMut};
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use super::run::FrameRun;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +72,8 @@ pub enum Batch {
 trait Collect {
     fn reserve(&mut self, bytes: usize, frames: usize);
     fn add(&mut self, frame: &Bytes);
+    /// Adds a frame that is part of a larger block (a run's): always copied.
+    fn add_slice(&mut self, frame: &[u8]);
 }
 
 impl Collect for BytesMut {
@@ -78,6 +82,10 @@ impl Collect for BytesMut {
     }
 
     fn add(&mut self, frame: &Bytes) {
+        self.extend_from_slice(frame);
+    }
+
+    fn add_slice(&mut self, frame: &[u8]) {
         self.extend_from_slice(frame);
     }
 }
@@ -173,6 +181,17 @@ impl Collect for Payload {
         }
         self.frames += 1;
     }
+
+    fn add_slice(&mut self, frame: &[u8]) {
+        if self.copied.capacity() == 0 {
+            self.copied = spare::take();
+        }
+        if let Some(first) = self.lone.take() {
+            self.copied.extend_from_slice(&first);
+        }
+        self.copied.extend_from_slice(frame);
+        self.frames += 1;
+    }
 }
 
 /// A byte-bounded, multi-producer, single-consumer queue of outbound frames.
@@ -239,27 +258,6 @@ impl std::fmt::Debug for Replay {
     }
 }
 
-/// Frames queued together for every member of an audience (a group's or everyone's
-/// messages from one chunk of invocations, see `lifetime::memory`): one slot and one
-/// reference count per member instead of one per message and member. At 10 groups of 1 k a
-/// run is tens of messages, and cloning each message's `Bytes` into every member's queue
-/// (and dropping it again once written) was a quarter of the server's time.
-#[derive(Debug)]
-pub(crate) struct FrameRun {
-    frames: Box<[Bytes]>,
-    bytes: usize,
-}
-
-impl FrameRun {
-    pub(crate) fn new(frames: Vec<Bytes>) -> Arc<FrameRun> {
-        let bytes = frames.iter().map(Bytes::len).sum();
-        Arc::new(FrameRun {
-            frames: frames.into_boxed_slice(),
-            bytes,
-        })
-    }
-}
-
 /// A queue entry (whether it is trackable is [`Replay::queued`]'s, per slot).
 #[derive(Debug)]
 enum Slot {
@@ -267,7 +265,7 @@ enum Slot {
     /// A run's frames from `next` on. Never trackable: with replay on, a run is queued
     /// frame by frame, each numbered.
     Run {
-        run: Arc<FrameRun>,
+        run: FrameRun,
         next: u32,
     },
 }
@@ -280,7 +278,7 @@ impl Slot {
     fn messages(&self) -> usize {
         match self {
             Slot::One(_) => 1,
-            Slot::Run { run, next } => run.frames.len() - *next as usize,
+            Slot::Run { run, next } => run.len() - *next as usize,
         }
     }
 }
@@ -419,16 +417,17 @@ impl Outbox {
     /// Queue a run's frames, trackable, in order, under one lock: what a member of a group
     /// gets from a batch of sends to it (see `lifetime::memory`). The bound applies to them
     /// together, as to one frame: into an empty queue they always go.
-    pub(crate) fn push_run(&self, run: &Arc<FrameRun>) -> Result<usize, PushError> {
-        self.push_frames(run.bytes, run.frames.len(), true, |queue, numbered| {
+    pub(crate) fn push_run(&self, run: &FrameRun) -> Result<usize, PushError> {
+        self.push_frames(run.bytes(), run.len(), true, |queue, numbered| {
             if numbered {
-                // Each frame gets its own slot and sequence id.
-                for frame in &run.frames {
-                    queue.push_back(Slot::One(frame.clone()));
+                // Each frame gets its own slot and sequence id (and is kept on its own until
+                // acknowledged).
+                for frame in run.frames() {
+                    queue.push_back(Slot::One(Bytes::copy_from_slice(frame)));
                 }
             } else {
                 queue.push_back(Slot::Run {
-                    run: Arc::clone(run),
+                    run: run.clone(),
                     next: 0,
                 });
             }
@@ -783,7 +782,7 @@ impl Outbox {
         }
         let resent = frames;
         // A batch always takes its first frame, whatever its size.
-        let over_bound = |taken: usize, frame: &Bytes| taken > 0 && taken + frame.len() > max_bytes;
+        let over_bound = |taken: usize, frame: &[u8]| taken > 0 && taken + frame.len() > max_bytes;
         // One allocation for the batch instead of a doubling series of them.
         out.reserve(state.bytes.min(max_bytes), state.frames.messages);
         let mut dequeued = 0;
@@ -809,17 +808,17 @@ impl Outbox {
                 }
                 Slot::Run { run, next } => {
                     // Untracked (see `Slot::Run`): only the batch bound stops it part way.
-                    while let Some(frame) = run.frames.get(*next as usize) {
+                    while let Some(frame) = run.frame(*next as usize) {
                         if over_bound(taken, frame) {
                             break;
                         }
                         taken += frame.len();
                         dequeued += frame.len();
                         frames += 1;
-                        out.add(frame);
+                        out.add_slice(frame);
                         *next += 1;
                     }
-                    if (*next as usize) < run.frames.len() {
+                    if (*next as usize) < run.len() {
                         break;
                     }
                 }
@@ -1045,8 +1044,8 @@ mod tests {
         assert_eq!(drain(&outbox), "bbb");
     }
 
-    fn run(frames: &[&str]) -> Arc<FrameRun> {
-        FrameRun::new(frames.iter().map(|f| frame(f)).collect())
+    fn run(frames: &[&str]) -> FrameRun {
+        FrameRun::collect(frames.len(), frames.iter().map(|f| Some(f.as_bytes()))).unwrap()
     }
 
     fn take_counted(outbox: &Outbox, max_bytes: usize) -> (String, usize) {
