@@ -72,8 +72,8 @@ pub enum Batch {
 trait Collect {
     fn reserve(&mut self, bytes: usize, frames: usize);
     fn add(&mut self, frame: &Bytes);
-    /// Adds a frame that is part of a larger block (a run's): always copied.
-    fn add_slice(&mut self, frame: &[u8]);
+    /// Adds frame `index` of `run`.
+    fn add_from_run(&mut self, run: &FrameRun, index: usize, frame: &[u8]);
 }
 
 impl Collect for BytesMut {
@@ -85,10 +85,14 @@ impl Collect for BytesMut {
         self.extend_from_slice(frame);
     }
 
-    fn add_slice(&mut self, frame: &[u8]) {
+    fn add_from_run(&mut self, _run: &FrameRun, _index: usize, frame: &[u8]) {
         self.extend_from_slice(frame);
     }
 }
+
+/// A run's frame from this size on, when it is the first of a write, is referred to rather
+/// than copied: below it, a copy costs less than the reference (an allocation).
+const SHARED_RUN_FRAME: usize = 4096;
 
 /// One write's worth of frames as [`Outbox::poll_payload`] takes them: a lone frame as it is
 /// (a broadcast's `Bytes`, shared with every connection it reaches, is not copied), several
@@ -182,7 +186,14 @@ impl Collect for Payload {
         self.frames += 1;
     }
 
-    fn add_slice(&mut self, frame: &[u8]) {
+    fn add_from_run(&mut self, run: &FrameRun, index: usize, frame: &[u8]) {
+        if self.frames == 0 && frame.len() >= SHARED_RUN_FRAME {
+            // A large frame may be all this write takes (one frame past the batch bound
+            // always is): written from the run's block, as a lone frame is from its own.
+            self.lone = Some(run.share(index));
+            self.frames = 1;
+            return;
+        }
         if self.copied.capacity() == 0 {
             self.copied = spare::take();
         }
@@ -815,7 +826,7 @@ impl Outbox {
                         taken += frame.len();
                         dequeued += frame.len();
                         frames += 1;
-                        out.add_slice(frame);
+                        out.add_from_run(run, *next as usize, frame);
                         *next += 1;
                     }
                     if (*next as usize) < run.len() {
@@ -1101,6 +1112,46 @@ mod tests {
         outbox.ack(1);
         outbox.resume();
         assert_eq!(drain(&outbox), "[S2]bc");
+    }
+
+    #[test]
+    fn a_large_frame_of_a_run_alone_in_its_write_is_not_copied_and_small_ones_are() {
+        let large = "x".repeat(SHARED_RUN_FRAME);
+        let made = run(&[&large, &large, "a", "b"]);
+        let first = made.frame(0).unwrap().as_ptr();
+        let second = made.frame(1).unwrap().as_ptr();
+        let outbox = Outbox::new(1 << 20);
+        outbox.push_run(&made).unwrap();
+        drop(made);
+        // A batch bound below one large frame: each goes in a write of its own.
+        let mut taken = Payload::default();
+        for expected in [first, second] {
+            assert_eq!(
+                outbox.try_next_payload(&mut taken, 1024),
+                Some(Batch::Frames)
+            );
+            assert_eq!(
+                taken.bytes().as_ptr(),
+                expected,
+                "written from the run's block"
+            );
+            assert_eq!(taken.bytes(), large.as_bytes());
+            taken.clear();
+        }
+        assert_eq!(
+            outbox.try_next_payload(&mut taken, 1024),
+            Some(Batch::Frames)
+        );
+        assert_eq!(taken.bytes(), b"ab");
+        taken.clear();
+        // A large frame after a small one in the same write is copied with it.
+        outbox.push_run(&run(&["a", &large])).unwrap();
+        assert_eq!(
+            outbox.try_next_payload(&mut taken, 1 << 20),
+            Some(Batch::Frames)
+        );
+        assert_eq!(taken.bytes().len(), 1 + large.len());
+        assert_eq!(&taken.bytes()[..1], b"a");
     }
 
     #[test]

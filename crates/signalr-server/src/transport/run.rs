@@ -14,6 +14,8 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 /// Bytes of the frame count and of each frame's end.
 const WORD: usize = std::mem::size_of::<u32>();
 /// A scratch buffer grown past this is not kept.
@@ -91,6 +93,18 @@ impl FrameRun {
         Some(&self.0[header + start..header + end])
     }
 
+    /// Frame `index` as `Bytes` of its own that keep the whole run's block (an allocation for
+    /// the reference, no copy); empty if there is no such frame.
+    pub(crate) fn share(&self, index: usize) -> Bytes {
+        if index >= self.len() {
+            return Bytes::new();
+        }
+        Bytes::from_owner(Shared {
+            run: self.clone(),
+            index,
+        })
+    }
+
     /// The frames, in order.
     pub(crate) fn frames(&self) -> impl Iterator<Item = &[u8]> {
         (0..self.len()).filter_map(|index| self.frame(index))
@@ -109,6 +123,18 @@ impl FrameRun {
         let mut word = [0; WORD];
         word.copy_from_slice(&self.0[at..at + WORD]);
         u32::from_le_bytes(word) as usize
+    }
+}
+
+/// One frame of a run, owning a reference to the run's block.
+struct Shared {
+    run: FrameRun,
+    index: usize,
+}
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.run.frame(self.index).unwrap_or_default()
     }
 }
 
@@ -137,6 +163,14 @@ mod tests {
         let frames: Vec<&[u8]> = made.frames().collect();
         assert_eq!(frames, [&b"a"[..], b"", b"bcd", b"ef"]);
         assert_eq!(made.frame(4), None);
+        let shared = made.share(2);
+        drop(made);
+        assert_eq!(
+            &shared[..],
+            b"bcd",
+            "the block outlives the run it was shared from"
+        );
+        assert!(run(&["a"]).share(1).is_empty());
         let empty = run(&[]);
         assert_eq!((empty.len(), empty.bytes(), empty.frame(0)), (0, 0, None));
     }
