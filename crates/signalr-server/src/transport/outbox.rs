@@ -173,17 +173,12 @@ impl Collect for Payload {
     }
 
     fn add(&mut self, frame: &Bytes) {
-        match self.frames {
-            0 => self.lone = Some(frame.clone()),
-            1 => {
-                if let Some(first) = self.lone.take() {
-                    self.copied.extend_from_slice(&first);
-                }
-                self.copied.extend_from_slice(frame);
-            }
-            _ => self.copied.extend_from_slice(frame),
+        if self.frames == 0 {
+            self.lone = Some(frame.clone());
+            self.frames = 1;
+        } else {
+            self.copy(frame);
         }
-        self.frames += 1;
     }
 
     fn add_from_run(&mut self, run: &FrameRun, index: usize, frame: &[u8]) {
@@ -192,8 +187,16 @@ impl Collect for Payload {
             // always is): written from the run's block, as a lone frame is from its own.
             self.lone = Some(run.share(index));
             self.frames = 1;
-            return;
+        } else {
+            self.copy(frame);
         }
+    }
+}
+
+impl Payload {
+    /// Appends `frame` to the copy, moving a lone frame taken before it there first.
+    fn copy(&mut self, frame: &[u8]) {
+        // A run's small frame may be the first of a write that `reserve` saw as one frame.
         if self.copied.capacity() == 0 {
             self.copied = spare::take();
         }
