@@ -12,6 +12,11 @@ use clap::Parser;
 use signalr_bench::server::{ServerConfig, app};
 use signalr_redis::{RedisConfig, RedisHubLifetimeManager};
 
+// jemalloc, as many production Rust servers choose: see the dependency's comment in
+// Cargo.toml. The benchmark hub and the raw baseline use the same one.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The signalr-rs benchmark hub server.
 #[derive(Debug, Parser)]
 #[command(about)]

@@ -10,6 +10,11 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+// jemalloc, as many production Rust servers choose: see the dependency's comment in
+// Cargo.toml. The benchmark hub and the raw baseline use the same one.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The raw broadcast baseline server.
 #[derive(Debug, Parser)]
 #[command(about)]
