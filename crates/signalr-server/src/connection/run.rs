@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -498,6 +499,10 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         });
         // Armed by the client's first Ping, as in ASP.NET Core (old clients never ping).
         let mut timeout_armed = false;
+        // Set while this sender is paced: its last batch found most writers behind
+        // (`backlog`, "Pacing"). Boxed: most connections never need it, and every byte of
+        // this future is held per connection.
+        let mut pace: Option<Pin<Box<tokio::time::Sleep>>> = None;
 
         // The handshake may have arrived with messages right behind it.
         if let Some(ending) = self.parse_buffered(&mut buf, protocol, &mut timeout_armed) {
@@ -550,8 +555,11 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                         return ending;
                     }
                 }
+                () = sleep_out(&mut pace), if pace.is_some() => pace = None,
                 chunk = inbound.recv(),
-                    if self.queued.len() < MAX_QUEUED_INVOCATIONS && self.blocked_upload.is_none() =>
+                    if self.queued.len() < MAX_QUEUED_INVOCATIONS
+                        && self.blocked_upload.is_none()
+                        && pace.is_none() =>
                 {
                     match chunk {
                         None => return Ending::ClientClosed,
@@ -571,6 +579,8 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                         }
                         Some(Inbound::Data(chunk)) => {
                             let was_armed = timeout_armed;
+                            // Count only this batch's pushes.
+                            let _ = crate::backlog::take_pushes();
                             if let Some(ending) = self.parse_ready(
                                 chunk,
                                 inbound,
@@ -579,6 +589,9 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                                 &mut timeout_armed,
                             ) {
                                 return ending;
+                            }
+                            if crate::backlog::take_pushes().pace() {
+                                pace = Some(Box::pin(tokio::time::sleep(crate::backlog::PACE)));
                             }
                             if timeout_armed || was_armed {
                                 client_timeout
@@ -1011,6 +1024,14 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
 }
 
 /// The next tick of an optional timer (never, without one).
+/// Ends when the pace set is over; never without one.
+async fn sleep_out(pace: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match pace {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn tick(timer: &mut Option<tokio::time::Interval>) {
     match timer {
         Some(timer) => {

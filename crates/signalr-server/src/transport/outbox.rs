@@ -473,6 +473,8 @@ impl Outbox {
             return Err(self.overflow(state));
         }
         let was_empty = state.frames.is_empty();
+        // For the sender's pacing: a push behind frames the writer has not taken yet.
+        crate::backlog::note_push(!was_empty, count);
         if let Some(replay) = state.replay.as_mut() {
             replay.queued.extend(std::iter::repeat_n(tracked, count));
         }
