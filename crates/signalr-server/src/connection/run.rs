@@ -499,8 +499,8 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         });
         // Armed by the client's first Ping, as in ASP.NET Core (old clients never ping).
         let mut timeout_armed = false;
-        // Set while this sender is paced: its last batch found most writers behind
-        // (`backlog`, "Pacing"). Boxed: most connections never need it, and every byte of
+        // Set while this sender is paced: its last batch's pushes, a frame or two each,
+        // found most writers behind (`backlog`, "Pacing"). Boxed: most connections never need it, and every byte of
         // this future is held per connection.
         let mut pace: Option<Pin<Box<tokio::time::Sleep>>> = None;
 
@@ -1023,8 +1023,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
     }
 }
 
-/// The next tick of an optional timer (never, without one).
-/// Ends when the pace set is over; never without one.
+/// Ends when the pace set is over (never, without one).
 async fn sleep_out(pace: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     match pace {
         Some(sleep) => sleep.as_mut().await,
@@ -1032,6 +1031,7 @@ async fn sleep_out(pace: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
+/// The next tick of an optional timer (never, without one).
 async fn tick(timer: &mut Option<tokio::time::Interval>) {
     match timer {
         Some(timer) => {
