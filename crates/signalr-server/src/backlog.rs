@@ -16,7 +16,6 @@
 //! are busy writing them, and yielding then only makes writes smaller (W2 past 10 M
 //! deliveries/s lost a fifth of its throughput with a 50 ms silence, and stayed within its
 //! run-to-run noise with 200 ms).
-
 //!
 //! # Pacing
 //!
@@ -29,7 +28,7 @@
 //! gathers into one batch that gives each member several frames in one push. A sender whose
 //! audience keeps up is never paced (its pushes find empty queues), nor one whose pushes
 //! already carry many frames (a few large groups: there, waiting only moves the work). (1 k
-//! groups of 10 on one core: 0.80× the server time per delivery and less than half the
+//! groups of 10 on one core: 0.90× the server time per delivery and about half the
 //! latency, BENCHMARKS.md W5.)
 
 use std::cell::Cell;

@@ -500,8 +500,8 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
         // Armed by the client's first Ping, as in ASP.NET Core (old clients never ping).
         let mut timeout_armed = false;
         // Set while this sender is paced: its last batch's pushes, a frame or two each,
-        // found most writers behind (`backlog`, "Pacing"). Boxed: most connections never need it, and every byte of
-        // this future is held per connection.
+        // found most writers behind (`backlog`, "Pacing"). Boxed: most connections never
+        // need it, and every byte of this future is held per connection.
         let mut pace: Option<Pin<Box<tokio::time::Sleep>>> = None;
 
         // The handshake may have arrived with messages right behind it.
