@@ -30,6 +30,10 @@
 //! already carry many frames (a few large groups: there, waiting only moves the work). (1 k
 //! groups of 10 on one core: 0.90× the server time per delivery and about half the
 //! latency, BENCHMARKS.md W5.)
+//!
+//! Operators see both kinds of wait in `signalr_sender_waits_total` (`reason`: `far_behind`,
+//! `pace`): a count that keeps growing says the node's writers cannot keep up with what its
+//! senders ask.
 
 use std::cell::Cell;
 use std::time::Duration;

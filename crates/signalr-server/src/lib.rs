@@ -138,6 +138,7 @@
 //! | `signalr_invocations_total`, `signalr_invocation_errors_total` | counter | | invocations from clients, and those that ended with an error |
 //! | `signalr_handshake_failures_total` | counter | `reason`: `timeout`, `malformed`, `unsupported` | refused handshakes |
 //! | `signalr_slow_consumer_closes_total` | counter | | connections closed because their queue was full |
+//! | `signalr_sender_waits_total` | counter | `reason`: `pace`, `far_behind` | a connection's input held back for the writers its sends fed: a 10 ms pause after a batch whose sends found most of their many small audiences' queues still unwritten (`pace`), or a turn for every ready task when most of an audience's writers are far behind (`far_behind`); steady growth means the node is saturated |
 //! | `signalr_auth_refusals_total` | counter | `status`: `401`, `403` | refused HTTP requests |
 //! | `signalr_limit_refusals_total` | counter | `limit`: `connections`, `pending_negotiations`, `request_body`, `groups`, `client_results` | requests and calls refused by a limit |
 //!

@@ -14,14 +14,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use common::http::{Http, HttpClient, request};
 use common::{Client, error_text, eventually, result_string, start, test_hub_builder};
 use serde_json::Value;
 use signalr_server::observability::{self, Observability, PrometheusHandle};
-use signalr_server::protocol::{Completion, Protocol};
+use signalr_server::protocol::{Arguments, Completion, HubMessage, Invocation, Protocol};
+use signalr_server::testing::TestClient;
 use signalr_server::{
-    Audience, AuthError, Context, Hub, HubConnection, HubLifetimeManager, Identity, LifetimeError,
-    LifetimeHealth, MemoryLifetimeManager, SerializedMessage,
+    Audience, AuthError, Context, Hub, HubArguments, HubConnection, HubLifetimeManager, Identity,
+    LifetimeError, LifetimeHealth, MemoryLifetimeManager, SerializedMessage,
 };
 
 /// The binary's Prometheus recorder, installed before any hub is built.
@@ -433,4 +435,116 @@ async fn every_log_line_of_a_connection_names_it() {
     );
     assert!(long_polling.contains("LongPolling"), "{long_polling}");
     assert!(long_polling.contains("json"), "{long_polling}");
+}
+
+/// One hub's members: `groups` groups (`g0`, `g1`, …) of `members` in-process connections
+/// each, whose writers never write. Each member starts with `queued` bytes waiting, then
+/// `silence` passes; then a client sends `rounds` messages to every group in one WebSocket
+/// message. Returns `signalr_sender_waits_total` of the hub by reason: `(pace, far_behind)`.
+async fn sender_waits(
+    hub_name: &str,
+    groups: usize,
+    members: usize,
+    queued: usize,
+    silence: Duration,
+    rounds: usize,
+) -> (f64, f64) {
+    let metrics = prometheus();
+    let manager = Arc::new(MemoryLifetimeManager::new());
+    let mut clients = Vec::new();
+    for group in 0..groups {
+        for member in 0..members {
+            let client = TestClient::new(&format!("{group}-{member}"), None, Protocol::Json);
+            manager.on_connected(client.connection()).await.unwrap();
+            manager
+                .add_to_group(client.id(), &format!("g{group}"))
+                .await
+                .unwrap();
+            client
+                .connection()
+                .send_frame(Bytes::from(vec![b' '; queued]))
+                .unwrap();
+            clients.push(client);
+        }
+    }
+    tokio::time::sleep(silence).await;
+    let hub = test_hub_builder()
+        .name(hub_name)
+        .lifetime_manager(manager)
+        .build();
+    let app = axum::Router::new().merge(hub.router("/hub")).merge(
+        Observability::new()
+            .prometheus(metrics.clone())
+            .hub(&hub)
+            .router(),
+    );
+    let addr = start(app).await;
+    let mut client = Client::connect(addr, "/hub", Protocol::Json).await;
+
+    let mut burst = Vec::new();
+    for _ in 0..rounds {
+        for group in 0..groups {
+            let send = HubMessage::Invocation(Invocation {
+                target: "SendGroup".to_owned(),
+                arguments: Arguments::Encoded(
+                    (format!("g{group}"), "x")
+                        .encode_arguments(Protocol::Json)
+                        .unwrap(),
+                ),
+                ..Invocation::default()
+            });
+            burst.extend_from_slice(&Protocol::Json.encode_message(&send).unwrap());
+        }
+    }
+    client.send_raw(&burst).await;
+    // Invocations run in order: once this one answers, the burst has run.
+    assert_eq!(
+        result_string(&client.invoke("Echo", ("done",)).await),
+        "done"
+    );
+    for member in &mut clients {
+        assert!(
+            member.discard_queued() > queued,
+            "{hub_name}: a member got nothing"
+        );
+    }
+    let text = metrics.render();
+    let waits = |reason| {
+        value(
+            &text,
+            "signalr_sender_waits_total",
+            &[("hub", hub_name), ("reason", reason)],
+        )
+    };
+    (waits("pace"), waits("far_behind"))
+}
+
+/// A sender whose burst gives a frame or two to each member of many small groups, all of
+/// whose queues still wait for their writers, is paced once; the same number of messages to
+/// one large group (hundreds of frames per push) is not; an audience whose writers are far
+/// behind makes the sender yield instead. Each is counted in `signalr_sender_waits_total`.
+#[tokio::test]
+async fn senders_held_back_for_their_writers_are_counted() {
+    let no_silence = Duration::ZERO;
+    let (pace, far_behind) = sender_waits("waits-small-groups", 100, 2, 10, no_silence, 2).await;
+    assert_eq!(
+        (pace, far_behind),
+        (1.0, 0.0),
+        "100 groups of 2, 2 messages each"
+    );
+
+    let (pace, far_behind) = sender_waits("waits-one-group", 1, 200, 10, no_silence, 200).await;
+    assert_eq!(
+        (pace, far_behind),
+        (0.0, 0.0),
+        "one group of 200, 200 messages"
+    );
+
+    let silence = Duration::from_millis(300);
+    let (pace, far_behind) = sender_waits("waits-far-behind", 1, 20, 100_000, silence, 50).await;
+    assert_eq!(pace, 0.0, "one group of 20, far behind");
+    assert!(
+        far_behind >= 1.0,
+        "one group of 20 far behind: no yield counted"
+    );
 }

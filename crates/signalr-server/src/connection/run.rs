@@ -513,6 +513,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
             if crate::backlog::take_far_behind() {
                 // What this connection's invocations sent is far from written: let every
                 // ready task (the writers among them) run before taking more.
+                self.hub.core.metrics.sender_yielded();
                 tokio::task::yield_now().await;
             }
             self.start_queued();
@@ -591,6 +592,7 @@ impl<'a, S: Send + Sync + 'static> Dispatcher<'a, S> {
                                 return ending;
                             }
                             if crate::backlog::take_pushes().pace() {
+                                self.hub.core.metrics.sender_paced();
                                 pace = Some(Box::pin(tokio::time::sleep(crate::backlog::PACE)));
                             }
                             if timeout_armed || was_armed {

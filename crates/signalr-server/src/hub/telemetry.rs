@@ -37,6 +37,8 @@ pub(crate) struct HubMetrics {
     handshake_malformed: Counter,
     handshake_unsupported: Counter,
     slow_consumer_closes: Counter,
+    sender_paces: Counter,
+    sender_yields: Counter,
     refused_groups: Counter,
     refused_client_results: Counter,
 }
@@ -49,6 +51,7 @@ impl HubMetrics {
         let counter = |name: &'static str| metrics::counter!(name, "hub" => hub.to_owned());
         let handshake = |reason: &'static str| metrics::counter!("signalr_handshake_failures_total", "hub" => hub.to_owned(), "reason" => reason);
         let refused = |limit: &'static str| metrics::counter!("signalr_limit_refusals_total", "hub" => hub.to_owned(), "limit" => limit);
+        let sender_wait = |reason: &'static str| metrics::counter!("signalr_sender_waits_total", "hub" => hub.to_owned(), "reason" => reason);
         HubMetrics {
             connections: TRANSPORTS.map(|transport| {
                 PROTOCOLS.map(|protocol| {
@@ -69,6 +72,8 @@ impl HubMetrics {
             handshake_malformed: handshake("malformed"),
             handshake_unsupported: handshake("unsupported"),
             slow_consumer_closes: counter("signalr_slow_consumer_closes_total"),
+            sender_paces: sender_wait("pace"),
+            sender_yields: sender_wait("far_behind"),
             refused_groups: refused("groups"),
             refused_client_results: refused("client_results"),
         }
@@ -119,6 +124,18 @@ impl HubMetrics {
 
     pub(crate) fn slow_consumer_closed(&self) {
         self.slow_consumer_closes.increment(1);
+    }
+
+    /// A connection's loop paused its input for `backlog::PACE`: its last batch's sends
+    /// found their writers behind (`backlog`, "Pacing").
+    pub(crate) fn sender_paced(&self) {
+        self.sender_paces.increment(1);
+    }
+
+    /// A connection's loop let every ready task run before its next invocation: a send
+    /// found most of its audience's writers far behind (`backlog`).
+    pub(crate) fn sender_yielded(&self) {
+        self.sender_yields.increment(1);
     }
 
     /// `Groups::add` refused by `max_groups_per_connection`.
