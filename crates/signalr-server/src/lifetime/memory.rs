@@ -7,7 +7,7 @@ mod name;
 mod stage;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
@@ -62,6 +62,41 @@ struct Group {
     /// Members that are in other groups too. A group with none shares no connection with
     /// any other group, so its sends may be staged past theirs ([`stage`]).
     shared: usize,
+    /// Whether most members' writers were far behind when the group was last delivered to:
+    /// what decides whether a batch's first message to it is staged ([`stage`]).
+    writers: Writers,
+}
+
+/// What the last delivery to a group found of its members' writers ([`backlog`]). Kept in
+/// the group, which a send looks up anyway, so that staging a group's first message of a
+/// batch reads no member's queue: that read went to cold memory once per group and batch.
+#[derive(Debug, Default)]
+struct Writers(AtomicU8);
+
+impl Writers {
+    const UNKNOWN: u8 = 0;
+    const KEEPING_UP: u8 = 1;
+    const FAR_BEHIND: u8 = 2;
+
+    /// `None` until the group has been delivered to.
+    fn far_behind(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::UNKNOWN => None,
+            state => Some(state == Self::FAR_BEHIND),
+        }
+    }
+
+    fn record(&self, far_behind: bool) {
+        let state = if far_behind {
+            Self::FAR_BEHIND
+        } else {
+            Self::KEEPING_UP
+        };
+        // Written only when it changes: the group's line is read by every sender's thread.
+        if self.0.load(Ordering::Relaxed) != state {
+            self.0.store(state, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What happened to a group membership.
@@ -266,19 +301,25 @@ impl MemoryLifetimeManager {
         }
         let tables = self.read();
         let deliver = |connection: &Arc<HubConnection>| connection.send(message).is_ok();
-        let count_members = |members: Option<&Members>, except: &[String]| {
+        let count_members = |members: Option<&Members>, writers, except: &[String]| {
             members.map_or(0, |members| {
                 send_to_each(
                     members
                         .values()
                         .filter(|c| !except.iter().any(|e| e.as_str() == c.id())),
                     message,
+                    writers,
                 )
             })
         };
+        let count_group = |group: &str, except: &[String]| {
+            tables.groups.get(group).map_or(0, |entry| {
+                count_members(Some(&entry.members), Some(&entry.writers), except)
+            })
+        };
         match audience {
-            Audience::All => count_members(Some(&tables.connections), &[]),
-            Audience::AllExcept(except) => count_members(Some(&tables.connections), except),
+            Audience::All => count_members(Some(&tables.connections), None, &[]),
+            Audience::AllExcept(except) => count_members(Some(&tables.connections), None, except),
             Audience::Connection(id) => tables
                 .connections
                 .get(id.as_str())
@@ -288,18 +329,13 @@ impl MemoryLifetimeManager {
                 .filter_map(|id| tables.connections.get(id.as_str()))
                 .filter(|c| deliver(c))
                 .count(),
-            Audience::Group(group) => count_members(members_of(&tables, group), &[]),
-            Audience::GroupExcept(group, except) => {
-                count_members(members_of(&tables, group), except)
-            }
-            Audience::Groups(groups) => groups
-                .iter()
-                .map(|group| count_members(members_of(&tables, group), &[]))
-                .sum(),
-            Audience::User(user) => count_members(tables.users.get(user.as_str()), &[]),
+            Audience::Group(group) => count_group(group, &[]),
+            Audience::GroupExcept(group, except) => count_group(group, except),
+            Audience::Groups(groups) => groups.iter().map(|group| count_group(group, &[])).sum(),
+            Audience::User(user) => count_members(tables.users.get(user.as_str()), None, &[]),
             Audience::Users(users) => users
                 .iter()
-                .map(|user| count_members(tables.users.get(user.as_str()), &[]))
+                .map(|user| count_members(tables.users.get(user.as_str()), None, &[]))
                 .sum(),
         }
     }
@@ -315,24 +351,25 @@ impl MemoryLifetimeManager {
         if !stage::active() {
             return None;
         }
-        let (key, exclusive, reach) = {
+        // What the last delivery to the group found of its writers, if it was delivered to.
+        let (key, exclusive, reach, known) = {
             let tables = self.read();
             match audience {
-                Audience::All => (stage::KeyRef::All, false, tables.connections.len()),
+                Audience::All => (stage::KeyRef::All, false, tables.connections.len(), None),
                 Audience::Group(group) => {
-                    let (exclusive, reach) = tables
-                        .groups
-                        .get(group.as_str())
-                        .map_or((true, 0), |entry| (entry.shared == 0, entry.members.len()));
-                    if reach == 0 {
+                    let Some(entry) = tables.groups.get(group.as_str()) else {
                         return Some((stage::Staging::Staged, 0));
-                    }
-                    (stage::KeyRef::Group(group), exclusive, reach)
+                    };
+                    let known = entry.writers.far_behind();
+                    let key = stage::KeyRef::Group(group);
+                    (key, entry.shared == 0, entry.members.len(), known)
                 }
                 _ => return None,
             }
         };
-        let far_behind = || staged_members(&self.read(), key).is_some_and(first_far_behind);
+        let far_behind = || {
+            known.unwrap_or_else(|| staged_members(&self.read(), key).is_some_and(first_far_behind))
+        };
         Some((
             stage::stage(&self.tables, key, exclusive, message, far_behind),
             reach,
@@ -354,15 +391,22 @@ fn read(tables: &RwLock<Tables>) -> RwLockReadGuard<'_, Tables> {
     tables.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn members_of<'t>(tables: &'t Tables, group: &str) -> Option<&'t Members> {
-    tables.groups.get(group).map(|entry| &entry.members)
-}
-
 /// The connections a staged audience reaches now.
 fn staged_members<'t>(tables: &'t Tables, key: stage::KeyRef<'_>) -> Option<&'t Members> {
+    staged_audience(tables, key).map(|(members, _)| members)
+}
+
+/// The connections a staged audience reaches now, with its group's [`Writers`].
+fn staged_audience<'t>(
+    tables: &'t Tables,
+    key: stage::KeyRef<'_>,
+) -> Option<(&'t Members, Option<&'t Writers>)> {
     match key {
-        stage::KeyRef::All => Some(&tables.connections),
-        stage::KeyRef::Group(group) => members_of(tables, group),
+        stage::KeyRef::All => Some((&tables.connections, None)),
+        stage::KeyRef::Group(group) => tables
+            .groups
+            .get(group)
+            .map(|entry| (&entry.members, Some(&entry.writers))),
     }
 }
 
@@ -396,15 +440,15 @@ fn count_shared(
 /// messages in one push.
 fn deliver_run(run: &stage::Run) {
     let tables = read(&run.tables);
-    let Some(members) = staged_members(&tables, run.key.as_ref()) else {
+    let Some((members, writers)) = staged_audience(&tables, run.key.as_ref()) else {
         return;
     };
     match run.messages.as_slice() {
         [message] => {
-            send_to_each(members.values(), message);
+            send_to_each(members.values(), message, writers);
         }
         messages => {
-            send_all_to_each(members.values(), messages);
+            send_all_to_each(members.values(), messages, writers);
         }
     }
 }
@@ -497,14 +541,18 @@ const WARM_AHEAD: usize = 16;
 fn send_to_each<'a>(
     members: impl Iterator<Item = &'a Arc<HubConnection>>,
     message: &SerializedMessage,
+    writers: Option<&Writers>,
 ) -> usize {
-    push_to_each(members, |connection| connection.send_queued(message))
+    push_to_each(members, writers, |connection| {
+        connection.send_queued(message)
+    })
 }
 
 /// Whether the writer of the member `members` yields first is far behind ([`backlog`]): a
 /// look at one queue standing in for the walk over all of them, before a message to them is
-/// held back. The silence is read first (a plain load); the queue's lock is taken only for a
-/// writer that has been silent.
+/// held back, for everyone and for a group not delivered to yet (a group that was is judged
+/// by what its last delivery found, [`Writers`]). The silence is read first (a plain load);
+/// the queue's lock is taken only for a writer that has been silent.
 fn first_far_behind(members: &Members) -> bool {
     members.values().next().is_some_and(|connection| {
         let outbox = connection.outbox();
@@ -518,6 +566,7 @@ fn first_far_behind(members: &Members) -> bool {
 fn send_all_to_each<'a>(
     members: impl Iterator<Item = &'a Arc<HubConnection>>,
     messages: &[SerializedMessage],
+    writers: Option<&Writers>,
 ) -> usize {
     let encoded = |protocol| {
         FrameRun::collect(
@@ -528,7 +577,7 @@ fn send_all_to_each<'a>(
         )
     };
     let runs = [encoded(Protocol::Json), encoded(Protocol::MessagePack)];
-    push_to_each(members, |connection| {
+    push_to_each(members, writers, |connection| {
         match &runs[protocol_slot(connection.protocol())] {
             Some(run) => connection.queue_run(run),
             // Some message needs transcoding for this connection: one at a time.
@@ -549,9 +598,10 @@ fn send_all_to_each<'a>(
 /// wait for every load before them); a group's members are rarely in cache when a message to
 /// it comes round. Chunks keep what is warmed small enough to still be in cache when used.
 /// When most members are far behind, the sending connection's loop is told to yield
-/// ([`backlog`]).
+/// ([`backlog`]); a group's `writers` records whether they were.
 fn push_to_each<'a>(
     members: impl Iterator<Item = &'a Arc<HubConnection>>,
+    writers: Option<&Writers>,
     push: impl Fn(&HubConnection) -> Result<usize, SendError>,
 ) -> usize {
     let mut members = members.peekable();
@@ -577,8 +627,12 @@ fn push_to_each<'a>(
             }
         }
     }
-    if far_behind * 2 > sent {
+    let most_far_behind = far_behind * 2 > sent;
+    if most_far_behind {
         backlog::note_far_behind();
+    }
+    if let Some(writers) = writers.filter(|_| sent > 0) {
+        writers.record(most_far_behind);
     }
     sent
 }
@@ -851,6 +905,68 @@ mod tests {
                 ]
             );
         }
+    }
+
+    fn writers_far_behind(manager: &MemoryLifetimeManager, name: &str) -> Option<bool> {
+        manager.read().groups.get(name)?.writers.far_behind()
+    }
+
+    /// Messages queued for `client` and not yet taken by its writer.
+    fn unwritten(client: &TestClient) -> usize {
+        client.connection().outbox().queued().1
+    }
+
+    #[tokio::test]
+    async fn a_batch_stages_a_group_by_what_its_last_delivery_found() {
+        let manager = MemoryLifetimeManager::new();
+        let mut slow: Vec<TestClient> = (0..4)
+            .map(|i| client(&manager, &format!("slow-{i}"), &["slow"]))
+            .collect();
+        let fast = client(&manager, "fast", &["fast"]);
+        // The members of "slow" have more than `FAR_BEHIND_BYTES` queued, and no writer has
+        // taken anything since they were made.
+        for member in &slow {
+            let frame = bytes::Bytes::from(vec![b' '; 100_000]);
+            member.connection().send_frame(frame).unwrap();
+        }
+        tokio::time::sleep(backlog::FAR_BEHIND_SILENCE + Duration::from_millis(100)).await;
+        assert_eq!(writers_far_behind(&manager, "slow"), None);
+
+        manager.send_local(&group("slow"), &message("s1"));
+        manager.send_local(&group("fast"), &message("f1"));
+        assert!(backlog::take_far_behind());
+        assert_eq!(writers_far_behind(&manager, "slow"), Some(true));
+        assert_eq!(writers_far_behind(&manager, "fast"), Some(false));
+
+        let staged = batch_sends();
+        manager.send_local(&group("slow"), &message("s2"));
+        manager.send_local(&group("fast"), &message("f2"));
+        // The batch's first message to the group found far behind went at once, and its walk
+        // told the sender to give way; the other group's is held.
+        assert_eq!(unwritten(&slow[0]), 3);
+        assert!(backlog::is_far_behind());
+        assert_eq!(unwritten(&fast), 1);
+        drop(staged);
+        assert!(backlog::take_far_behind());
+        assert_eq!(unwritten(&fast), 2);
+
+        // The writers catch up. The next batch's first message still goes at once (what the
+        // last delivery found decides, no member's queue is read), and finds them keeping up.
+        for member in &mut slow {
+            member.discard_queued();
+        }
+        let staged = batch_sends();
+        manager.send_local(&group("slow"), &message("s3"));
+        assert_eq!(unwritten(&slow[0]), 1);
+        assert!(!backlog::is_far_behind());
+        drop(staged);
+        assert_eq!(writers_far_behind(&manager, "slow"), Some(false));
+
+        let staged = batch_sends();
+        manager.send_local(&group("slow"), &message("s4"));
+        assert_eq!(unwritten(&slow[0]), 1);
+        drop(staged);
+        assert_eq!(unwritten(&slow[0]), 2);
     }
 
     #[tokio::test]

@@ -14,10 +14,11 @@
 //!
 //! The first message to an audience is staged too: when a batch comes back to each of 1 k
 //! groups of 10 only two or three times, sending it at once made two pushes per member and
-//! batch instead of one, each into a queue out of cache (BENCHMARKS.md, W5). Only when one
-//! member's queue says the audience's writers are far behind does it go at once, so that its
-//! walk tells the sending loop to give way ([`backlog`](crate::backlog)) before the loop's
-//! next invocation.
+//! batch instead of one, each into a queue out of cache (BENCHMARKS.md, W5). Only when the
+//! audience's writers are far behind does it go at once, so that its walk tells the sending
+//! loop to give way ([`backlog`](crate::backlog)) before the loop's next invocation: for a
+//! group, as its last delivery found them; for everyone, or a group not delivered to yet, as
+//! one member's queue says.
 //!
 //! Order per connection is kept: a message joins an earlier staged run of the same audience
 //! only if no run staged after that one can reach the same connection (two groups are
@@ -244,7 +245,7 @@ pub(super) enum Staging {
 /// Stage `message` for `key` (a scope is active on this thread).
 ///
 /// The first message to an audience in a scope is staged too, unless `far_behind` (asked
-/// only then, a look at one member's queue) says its members' writers are far behind: then
+/// only then) says its members' writers are far behind: then
 /// it goes at once, so that its walk over the members tells the sending loop to give way
 /// ([`backlog`](crate::backlog)) before the next invocation starts.
 pub(super) fn stage(
