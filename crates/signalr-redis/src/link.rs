@@ -267,6 +267,12 @@ impl Conn {
         match self {
             Conn::Single(mut conn) => {
                 let mut pipe = redis::pipe();
+                // Redis writes pending output to the client queued last first. A PUBLISH
+                // queues the subscribers, then the publisher's answer, so the answer would go
+                // out first and every subscriber would wait one more write for its message
+                // (about 20 us p50 on the benchmark machine; BENCHMARKS.md, W3). A PING first
+                // queues this connection before any subscriber: messages first, answers after.
+                pipe.cmd("PING").ignore();
                 for (channel, payload) in &batch {
                     pipe.cmd("PUBLISH").arg(&channel[..]).arg(&payload[..]);
                 }

@@ -1,7 +1,8 @@
 //! Sends to connections on another node do not wait for Redis one at a time: a loop of
 //! sends queues them on the node's one publishing connection, and they arrive complete and
 //! in the order they were sent. A publish does not wait for the answer to the one before
-//! it, while a flush still waits for every answer.
+//! it, while a flush still waits for every answer; each pipeline begins with a PING, so
+//! Redis sends the messages before it answers the publisher.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use signalr_redis::testing::Reply;
 use signalr_redis::{RedisConfig, RedisHubLifetimeManager};
 use signalr_server::protocol::{HubMessage, Protocol};
 use signalr_server::testing::TestClient;
@@ -210,4 +212,62 @@ async fn a_publish_goes_out_while_the_one_before_it_awaits_its_answer() {
     let stats = sender.stats();
     assert_eq!(stats.publishes, published + 2, "{stats:?}");
     assert_eq!(stats.lost_messages, 0, "{stats:?}");
+}
+
+/// Redis writes the output it has pending most recently queued client first, so the answer
+/// to a pipeline that began with its PUBLISH would go out before the message reached any
+/// subscriber. Each pipeline begins with a PING, which queues the publisher first; here,
+/// in the order Redis ran the node's commands (MONITOR), every PUBLISH follows a PING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_publish_pipeline_begins_with_a_ping() {
+    const SENDS: usize = 3;
+    let server = common::start_server().await;
+    let config = RedisConfig::new(server.url()).hub_name("Ordering.Hub");
+    let sender = RedisHubLifetimeManager::connect(config).await.unwrap();
+
+    let watched = server.clone();
+    let (ready, is_ready) = tokio::sync::oneshot::channel();
+    let watching = tokio::task::spawn_blocking(move || {
+        let mut monitor = watched.connect().unwrap();
+        assert_eq!(
+            monitor.command(&["MONITOR"]).unwrap(),
+            Reply::Simple("OK".into())
+        );
+        ready.send(()).unwrap();
+        // Each line: `<time> [<db> <client address>] "<COMMAND>" "<arg>" ...`.
+        let mut last_by_client = std::collections::HashMap::<String, String>::new();
+        let mut preceded = Vec::new();
+        while preceded.len() < SENDS {
+            let line = monitor.read_reply().unwrap();
+            let line = line.as_text().unwrap().to_owned();
+            let Some((client, command)) = line
+                .split_once(" [")
+                .and_then(|(_, rest)| rest.split_once("] \""))
+                .and_then(|(client, rest)| Some((client.to_owned(), rest.split_once('"')?.0)))
+            else {
+                continue;
+            };
+            let command = command.to_ascii_uppercase();
+            if command == "PUBLISH" {
+                preceded.push(last_by_client.get(&client).cloned());
+            }
+            last_by_client.insert(client, command);
+        }
+        preceded
+    });
+    is_ready.await.unwrap();
+    // One send at a time, each flushed, so each PUBLISH is a pipeline of its own.
+    for n in 0..SENDS {
+        let message = common::message(&format!("m{n}"));
+        sender
+            .send(&Audience::Connection("elsewhere".into()), &message)
+            .await
+            .unwrap();
+        sender.flush().await;
+    }
+    let preceded = tokio::time::timeout(Duration::from_secs(10), watching)
+        .await
+        .expect("MONITOR showed every PUBLISH")
+        .unwrap();
+    assert_eq!(preceded, vec![Some("PING".to_owned()); SENDS]);
 }
