@@ -160,10 +160,23 @@ impl StepPlan {
 
 /// Criteria of a step that "kept up" (peers-measured.md §3).
 pub const KEPT_UP_FRACTION: f64 = 0.999;
-/// The last delivery may come at most this long after the sender stopped.
+/// The last delivery may come at most this long after the step's sending was due to end.
+/// Counted from the schedule, not from when the sender actually stopped: a server that reads
+/// its sender slower than the step's rate holds the sender back (TCP backpressure), and that
+/// backlog, waiting in the load generator, is as much a failure to keep up as one in the
+/// server's queues.
 pub const KEPT_UP_DRAIN: Duration = Duration::from_secs(1);
 /// The p99 bound of a "p99 OK" step, in milliseconds.
 pub const P99_LIMIT_MS: f64 = 100.0;
+
+/// Whether a step kept up: at least [`KEPT_UP_FRACTION`] of `expected` delivered, the last
+/// delivery (`last`, wall-clock micros) at most [`KEPT_UP_DRAIN`] after the step's sending
+/// was due to end (`scheduled_end`).
+fn kept_up(expected: u64, delivered: u64, last: u64, scheduled_end: u64) -> bool {
+    expected > 0
+        && delivered as f64 >= KEPT_UP_FRACTION * expected as f64
+        && last <= scheduled_end + KEPT_UP_DRAIN.as_micros() as u64
+}
 
 /// Connections opened by one process.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -250,9 +263,12 @@ pub struct StepReport {
     pub deliveries_per_sec: f64,
     /// Time from the sender's stop to the last delivery, seconds (negative: none arrived).
     pub drain_seconds: f64,
+    /// How long after the step's scheduled end the sender sent its last message, seconds:
+    /// above zero when the server read the sender slower than the step's rate.
+    pub send_lag_seconds: f64,
     /// Send→receive latency of every delivery.
     pub latency: Latency,
-    /// At least 99.9 % delivered and drained within 1 s.
+    /// At least 99.9 % delivered, the last within 1 s of the step's scheduled end.
     pub kept_up: bool,
     /// Kept up with p99 ≤ 100 ms.
     pub p99_ok: bool,
@@ -1060,10 +1076,9 @@ pub async fn run_steps(
         } else {
             (last as f64 - sent.stopped as f64) / 1e6
         };
-        let kept_up = expected > 0
-            && delivered as f64 >= KEPT_UP_FRACTION * expected as f64
-            && drain_seconds <= KEPT_UP_DRAIN.as_secs_f64()
-            && sent.error.is_none();
+        let scheduled_end = started + duration.as_micros() as u64;
+        let send_lag_seconds = sent.stopped.saturating_sub(scheduled_end) as f64 / 1e6;
+        let kept_up = sent.error.is_none() && kept_up(expected, delivered, last, scheduled_end);
         let step_report = StepReport {
             step,
             rate,
@@ -1078,6 +1093,7 @@ pub async fn run_steps(
                 0.0
             },
             drain_seconds: round3(drain_seconds),
+            send_lag_seconds: round3(send_lag_seconds),
             p99_ok: kept_up && latency.p99 <= P99_LIMIT_MS,
             latency,
             kept_up,
@@ -1209,5 +1225,17 @@ mod tests {
                 "{bad:?} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn a_step_keeps_up_by_its_schedule_not_by_when_its_sender_stopped() {
+        let end = 60_000_000; // the step's sending was due to end here (micros)
+        assert!(kept_up(1000, 1000, end + 900_000, end));
+        assert!(kept_up(1000, 999, end, end), "99.9 % delivered is enough");
+        assert!(!kept_up(1000, 998, end, end));
+        assert!(!kept_up(0, 0, end, end), "nothing sent is not keeping up");
+        // A sender held back 1.4 s by a server that read it too slowly, whose last message
+        // was delivered 0.2 s after it went out: 1.6 s past the schedule.
+        assert!(!kept_up(1000, 1000, end + 1_600_000, end));
     }
 }
