@@ -86,6 +86,46 @@ fn json_invocation_is_byte_exact() {
 }
 
 #[test]
+fn json_strings_are_read_with_and_without_escapes() {
+    // Clients other than ours may escape any character; the target and id are unescaped
+    // whichever way they were written.
+    let cases: [(&str, Option<&str>, &str); 5] = [
+        (r#"{"type":1,"target":"Send","arguments":[]}"#, None, "Send"),
+        (
+            r#"{"type":1,"target":"Send\u0041","arguments":[]}"#,
+            None,
+            "SendA",
+        ),
+        (
+            r#"{"type":1,"invocationId":"7\"","target":"a\\b","arguments":[]}"#,
+            Some("7\""),
+            "a\\b",
+        ),
+        (
+            r#"{"type":1,"invocationId":"\u00e9","target":"é","arguments":[]}"#,
+            Some("é"),
+            "é",
+        ),
+        (
+            r#"{"type":1,"invocationId":"","target":"\/","arguments":[]}"#,
+            None,
+            "/",
+        ),
+    ];
+    for (text, id, target) in cases {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.push(RECORD_SEPARATOR);
+        match parse_one(Protocol::Json, &bytes).unwrap_or_else(|err| panic!("{text}: {err}")) {
+            HubMessage::Invocation(inv) => {
+                assert_eq!(inv.invocation_id.as_deref(), id, "{text}");
+                assert_eq!(inv.target, target, "{text}");
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn json_never_writes_headers_and_skips_empty_ids() {
     let mut inv = invocation(Some(""), "a", vec![]);
     inv.headers = vec![("k".to_owned(), "v".to_owned())];

@@ -89,6 +89,8 @@ fn json_type_problems() {
     for bad in [
         r#""1""#,
         "1.5",
+        "1.0",
+        "1e0",
         "null",
         "[1]",
         "{}",
