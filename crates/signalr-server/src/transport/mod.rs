@@ -30,6 +30,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod long_polling;
 pub(crate) mod negotiate;
 mod outbox;
+mod read_ahead;
 mod run;
 mod spares;
 pub(crate) mod sse;
@@ -168,10 +169,12 @@ pub struct TransportOptions {
     /// enforces that). Default: 64 KiB.
     pub max_websocket_message_bytes: usize,
     /// WebSocket read buffer per connection, and the most bytes one read takes from the
-    /// socket. Small, because every idle connection holds one for its whole life: 1 KiB
-    /// instead of 4 KiB is 3 KB less per idle connection (measured, BENCHMARKS.md W1). A
-    /// message larger than the buffer still arrives whole (the buffer grows to hold it), in
-    /// several reads; raise this for clients that mostly send large messages. Default: 1 KiB.
+    /// socket while its client is not flooding it. Small, because every idle connection
+    /// holds one for its whole life: 1 KiB instead of 4 KiB is 3 KB less per idle connection
+    /// (measured, BENCHMARKS.md W1). A message larger than the buffer still arrives whole
+    /// (the buffer grows to hold it), in several reads. While reads keep filling it, the
+    /// connection reads up to 64 KiB at a time into a second buffer, freed once the socket is
+    /// drained. Default: 1 KiB.
     pub websocket_read_buffer: usize,
     /// Authentication and authorization of every HTTP request. Default: none (anonymous).
     pub auth: AuthOptions,

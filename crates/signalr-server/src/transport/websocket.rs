@@ -45,6 +45,7 @@ use super::connections::new_id;
 use super::endpoint::{ApplicationStart, Endpoint, Refusal, query_param};
 use super::gather::{Held, MAX_GATHERED_BYTES};
 use super::inbound::{self, InboundSender};
+use super::read_ahead::ReadAhead;
 use super::telemetry::TransportMetrics;
 use super::ws_writer::MessageWriter;
 use super::{Batch, Inbound, Outbox, TransportError, TransportType};
@@ -53,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// The socket as the transport holds it: tungstenite over the upgraded HTTP connection.
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
 
 /// How long to keep reading after sending a close frame, so the client's unread data is
 /// consumed and the close frame is not lost to a TCP reset.
@@ -140,7 +141,7 @@ impl Upgrade {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let stream = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
+                        ReadAhead::new(TokioIo::new(upgraded)),
                         Role::Server,
                         Some(config),
                     )
