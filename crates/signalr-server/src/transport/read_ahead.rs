@@ -64,14 +64,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         }
         if this.buffer.is_empty() {
             this.buffer.reserve(READ_AHEAD);
-            let read = ready!(tokio_util::io::poll_read_buf(
+            let read = match tokio_util::io::poll_read_buf(
                 Pin::new(&mut this.inner),
                 cx,
-                &mut this.buffer
-            ));
-            let read = match read {
-                Ok(read) => read,
-                Err(error) => {
+                &mut this.buffer,
+            ) {
+                Poll::Ready(Ok(read)) => read,
+                // Nothing waiting: the flood is over, and a connection that goes idle here
+                // must not keep the buffer it just reserved.
+                Poll::Pending => {
+                    this.release();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(error)) => {
                     this.release();
                     return Poll::Ready(Err(error));
                 }
@@ -204,6 +209,29 @@ mod tests {
         let (_, _) = read_exactly(&mut server, 1024, 1024).await;
         let (_, _) = read_exactly(&mut server, 1024, 1024).await;
         assert!(server.holds_memory(), "a flood was not read ahead");
+    }
+
+    #[tokio::test]
+    async fn a_flood_that_stops_on_a_full_read_leaves_nothing_held_while_idle() {
+        use futures::FutureExt;
+
+        let (mut client, server) = tokio::io::duplex(4 * READ_AHEAD);
+        let mut server = ReadAhead::new(server);
+        // One full direct read, then one full read ahead: still flooding when it is drained.
+        let total = 1024 + READ_AHEAD;
+        client.write_all(&vec![3u8; total]).await.expect("write");
+        let (got, _) = read_exactly(&mut server, total, 1024).await;
+        assert_eq!(got.len(), total);
+        let mut buf = [0u8; 1024];
+        assert!(
+            server.read(&mut buf).now_or_never().is_none(),
+            "a read of a drained socket did not wait"
+        );
+        assert!(!server.holds_memory(), "an idle connection kept 64 KiB");
+        // And it reads straight through again afterwards.
+        client.write_all(b"next").await.expect("write");
+        let (got, reads) = read_exactly(&mut server, 4, 1024).await;
+        assert_eq!((got.as_slice(), reads), (&b"next"[..], 1));
     }
 
     #[tokio::test]
