@@ -41,6 +41,12 @@ impl<S> ReadAhead<S> {
         }
     }
 
+    /// Back to reading straight through, holding nothing.
+    fn release(&mut self) {
+        self.buffer = BytesMut::new();
+        self.flooding = false;
+    }
+
     #[cfg(test)]
     fn holds_memory(&self) -> bool {
         self.buffer.capacity() > 0
@@ -64,6 +70,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         }
         if this.buffer.is_empty() {
             this.buffer.reserve(READ_AHEAD);
+            let room = this.buffer.capacity();
             let read = match tokio_util::io::poll_read_buf(
                 Pin::new(&mut this.inner),
                 cx,
@@ -83,7 +90,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             };
             // A short read drained the socket: back to reading straight through once what
             // was read is handed out. (0 is the end of the stream: nothing to hand out.)
-            this.flooding = read == READ_AHEAD;
+            this.flooding = read == room;
             if read == 0 {
                 this.release();
                 return Poll::Ready(Ok(()));
@@ -96,13 +103,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             this.release();
         }
         Poll::Ready(Ok(()))
-    }
-}
-
-impl<S> ReadAhead<S> {
-    fn release(&mut self) {
-        self.buffer = BytesMut::new();
-        self.flooding = false;
     }
 }
 
