@@ -88,8 +88,8 @@ fn json_invocation_is_byte_exact() {
 #[test]
 fn json_strings_are_read_with_and_without_escapes() {
     // Clients other than ours may escape any character; the target and id are unescaped
-    // whichever way they were written.
-    let cases: [(&str, Option<&str>, &str); 5] = [
+    // whichever way they were written. Whitespace between tokens is not part of a value.
+    let cases: [(&str, Option<&str>, &str); 6] = [
         (r#"{"type":1,"target":"Send","arguments":[]}"#, None, "Send"),
         (
             r#"{"type":1,"target":"Send\u0041","arguments":[]}"#,
@@ -110,6 +110,11 @@ fn json_strings_are_read_with_and_without_escapes() {
             r#"{"type":1,"invocationId":"","target":"\/","arguments":[]}"#,
             None,
             "/",
+        ),
+        (
+            "{ \"type\" :\t1 ,\n \"invocationId\" : \"7\" , \"target\" : \"Send\" , \"arguments\" : [ ] }",
+            Some("7"),
+            "Send",
         ),
     ];
     for (text, id, target) in cases {
